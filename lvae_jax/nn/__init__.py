@@ -1,0 +1,1 @@
+"""Layers and blocks with PyTorch semantics on NHWC data."""

@@ -1,0 +1,195 @@
+"""Primitive layers with PyTorch semantics, NHWC.
+
+Parameters are stored in JAX layouts (conv kernels HWIO, linear kernels (in, out)); the converter
+(:mod:`lvae_jax.checkpoint.keymap`) owns the transposes to and from PyTorch layouts.
+
+Initialisation mirrors PyTorch's defaults (``kaiming_uniform(a=sqrt(5))``, i.e.
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases) with the official code's tweaks
+(``zero_bias``, ``zero_weights``, residual scaling) available as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lvae_jax import numerics
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+class KeyStream:
+    """A deterministic stream of PRNG keys (``fold_in(key, 0)``, ``fold_in(key, 1)``, ...).
+
+    Accepted wherever a layer takes ``rngs``; much cheaper than drawing from an ``nnx.Rngs``
+    stream per parameter when a large model is built under ``nnx.eval_shape``.
+    """
+
+    def __init__(self, key: jax.Array):
+        self.key, self.count = key, 0
+
+    def params(self) -> jax.Array:
+        self.count += 1
+        return jax.random.fold_in(self.key, self.count)
+
+
+def _uniform(key, shape, bound):
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def _init_weight(rngs: nnx.Rngs, shape, fan_in: int, zero: bool = False, gain: float = 1.0):
+    if zero:
+        return jnp.zeros(shape, jnp.float32)
+    return _uniform(rngs.params(), shape, 1.0 / math.sqrt(fan_in)) * gain
+
+
+def _init_bias(rngs: nnx.Rngs, shape, fan_in: int, zero: bool):
+    if zero:
+        return jnp.zeros(shape, jnp.float32)
+    return _uniform(rngs.params(), shape, 1.0 / math.sqrt(fan_in))
+
+
+class Linear(nnx.Module):
+    """``nn.Linear``. kernel: (in, out); x: (..., in) -> (..., out)."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
+                 zero_bias: bool = False):
+        self.kernel = nnx.Param(_init_weight(rngs, (in_features, out_features), in_features))
+        self.bias = nnx.Param(_init_bias(rngs, (out_features,), in_features, zero_bias))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...] + self.bias[...]
+
+
+class Conv2d(nnx.Module):
+    """``nn.Conv2d`` (groups=1) on NHWC. kernel: (kh, kw, in, out).
+
+    1×1 convolutions run as a matmul and non-overlapping patch convolutions (kernel == stride,
+    no padding) as space-to-depth + matmul; both are exact rewrites of the same sums.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, *, rngs: nnx.Rngs, zero_bias: bool = True,
+                 zero_weights: bool = False, weight_gain: float = 1.0):
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        fan_in = in_ch * kernel_size * kernel_size
+        self.kernel = nnx.Param(_init_weight(rngs, (kernel_size, kernel_size, in_ch, out_ch), fan_in,
+                                             zero=zero_weights, gain=weight_gain))
+        self.bias = nnx.Param(_init_bias(rngs, (out_ch,), fan_in, zero_bias))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        w = self.kernel[...]
+        if k == 1 and s == 1 and p == 0:
+            y = x @ w[0, 0]
+        elif k == s and p == 0:
+            n, h, wd, c = x.shape
+            x = x.reshape(n, h // k, k, wd // k, k, c).transpose(0, 1, 3, 2, 4, 5)
+            y = x.reshape(n, h // k, wd // k, k * k * c) @ w.reshape(k * k * c, -1)
+        else:
+            y = jax.lax.conv_general_dilated(x, w, (s, s), [(p, p), (p, p)], dimension_numbers=_DIMS)
+        return y + self.bias[...]
+
+
+def depthwise_impl() -> str:
+    """Which depthwise-convolution kernel to trace: ``LVAE_DEPTHWISE`` = ``shift`` | ``grouped``
+    | ``auto`` (default: ``shift`` on CPU, where XLA's grouped convolution is ~30× slower than a
+    sum of shifted products, ``grouped`` on GPU/TPU)."""
+    choice = os.environ.get("LVAE_DEPTHWISE", "auto")
+    if choice not in ("auto", "shift", "grouped"):
+        raise ValueError(f"LVAE_DEPTHWISE must be auto, shift or grouped, got {choice!r}")
+    if choice == "auto":
+        return "shift" if jax.default_backend() == "cpu" else "grouped"
+    return choice
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str | None = None) -> jax.Array:
+    """Depthwise 'same' convolution (odd k, stride 1, zero padding (k-1)/2), cross-correlation like
+    PyTorch. x: (N, H, W, C); kernel: (k, k, C)."""
+    k = kernel.shape[0]
+    if k == 1:
+        return x * kernel[0, 0]
+    p = (k - 1) // 2
+    impl = impl or depthwise_impl()
+    if impl == "grouped":
+        c = x.shape[-1]
+        return jax.lax.conv_general_dilated(x, kernel[:, :, None, :], (1, 1), [(p, p), (p, p)],
+                                            dimension_numbers=_DIMS, feature_group_count=c)
+    _, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            term = xp[:, i:i + h, j:j + w, :] * kernel[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv2d(nnx.Module):
+    """``nn.Conv2d(C, C, k, padding=(k-1)//2, groups=C)`` on NHWC. kernel: (k, k, C)."""
+
+    def __init__(self, channels: int, kernel_size: int, *, rngs: nnx.Rngs):
+        fan_in = kernel_size * kernel_size
+        self.kernel = nnx.Param(_init_weight(rngs, (kernel_size, kernel_size, channels), fan_in))
+        self.bias = nnx.Param(_init_bias(rngs, (channels,), fan_in, zero=False))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return depthwise_conv2d(x, self.kernel[...]) + self.bias[...]
+
+
+class ConvTranspose2d(nnx.Module):
+    """``nn.ConvTranspose2d(in, out, k, stride, padding, output_padding)`` on NHWC.
+
+    kernel: (kh, kw, in, out) — PyTorch's (in, out, kh, kw) with the axes moved, *not* flipped;
+    the flip that turns a transposed convolution into a dilated correlation happens here.
+    Output size: ``(H - 1) * stride - 2 * padding + k + output_padding``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, padding: int,
+                 output_padding: int, *, rngs: nnx.Rngs, zero_weights: bool = False):
+        self.kernel_size, self.stride = kernel_size, stride
+        self.padding, self.output_padding = padding, output_padding
+        # PyTorch computes fan_in from weight.size(1) * k * k = out_ch * k * k for transposed convs.
+        fan_in = out_ch * kernel_size * kernel_size
+        self.kernel = nnx.Param(_init_weight(rngs, (kernel_size, kernel_size, in_ch, out_ch), fan_in,
+                                             zero=zero_weights))
+        self.bias = nnx.Param(_init_bias(rngs, (out_ch,), fan_in, zero=False))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
+        w = jnp.flip(self.kernel[...], axis=(0, 1))
+        pad = [(k - 1 - p, k - 1 - p + op)] * 2
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=_DIMS)
+        return y + self.bias[...]
+
+
+class LayerNorm(nnx.Module):
+    """``nn.LayerNorm(dim, eps=1e-6)`` over channels (last axis), affine or not."""
+
+    def __init__(self, dim: int, affine: bool = True):
+        self.affine = affine
+        if affine:
+            self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+            self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.affine:
+            return numerics.layer_norm(x, self.scale[...], self.bias[...])
+        return numerics.layer_norm(x)
+
+
+class Mlp(nnx.Module):
+    """timm ``Mlp``: fc1 -> exact GELU -> fc2 (no dropout, no norm)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, *, rngs: nnx.Rngs):
+        self.fc1 = Linear(in_features, hidden, rngs=rngs)
+        self.fc2 = Linear(hidden, out_features, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(numerics.gelu(self.fc1(x)))
