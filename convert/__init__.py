@@ -1,0 +1,1 @@
+"""``python -m convert``: official PyTorch checkpoints <-> lvae-jax model directories."""

@@ -1,0 +1,74 @@
+"""Convert official lossy-vae checkpoints to lvae-jax (Orbax) and back.
+
+    python -m convert --torch-ckpt qarv_base-2022-dec-12.pt --out qarv_base_jax
+    python -m convert --torch-ckpt qres34m-lmb64.pt            # λ read from the file name
+    python -m convert --from-orbax qarv_base_jax --to-torch qarv_base_roundtrip.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """\
+official checkpoints (PyTorch, {"model": state_dict}), published by the lossy-vae authors at
+https://huggingface.co/duanzh0/my-model-weights :
+  qres34m           qres34m/qres34m-lmb{16,32,64,128,256,512,1024,2048}.pt
+  qres34m_lossless  qres34m/qres34m-lossless.pt
+  qres17m           qres17m/qres17m-lmb{1,2,4,8,16,32,64,1024}.pt
+  qarv_base         qarv_base-2022-dec-12.pt
+  rd_model_base     rd_model_base-200k-feb14-2023.pt
+(download URL: https://huggingface.co/duanzh0/my-model-weights/resolve/main/<path>)
+
+The model is detected from the keys and shapes (override with --model). Files are read with
+torch.load(weights_only=True); trainer checkpoints with optimizer state are accepted (only
+'model' is used). Exit status is non-zero on any problem and nothing is written.
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fwd = p.add_argument_group("official .pt -> lvae-jax")
+    fwd.add_argument("--torch-ckpt", type=Path, help="official PyTorch checkpoint (.pt)")
+    fwd.add_argument("--out", type=Path, help="output model directory (default: <ckpt stem>_jax)")
+    fwd.add_argument("--model", help="official model name; default: detected from keys and shapes")
+    fwd.add_argument("--lmb", type=float, help="QRes λ (default: from a '-lmbN' file name, else the official default)")
+    fwd.add_argument("--lmb-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="QARV/rd λ range (default: the official one)")
+    rev = p.add_argument_group("lvae-jax -> official .pt")
+    rev.add_argument("--from-orbax", type=Path, help="lvae-jax model directory")
+    rev.add_argument("--to-torch", type=Path, help="output .pt ({'model': state_dict}, loads with strict=True)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+
+    from lvae_jax.checkpoint.orbax_io import CheckpointError
+    from lvae_jax.checkpoint.torch_io import (ConversionError, convert_orbax_to_torch,
+                                              convert_torch_to_orbax)
+    try:
+        if args.torch_ckpt is not None:
+            if args.from_orbax or args.to_torch:
+                p.error("use either --torch-ckpt or --from-orbax/--to-torch")
+            out = args.out or Path(args.torch_ckpt.stem + "_jax")
+            res = convert_torch_to_orbax(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
+                                         lmb_range=args.lmb_range, overwrite=args.overwrite)
+            print(f"detected model: {res.config.name} {res.config.args}")
+            for n in res.notes:
+                print(f"note: {n}")
+            print(f"wrote {res.out_dir}")
+        elif args.from_orbax is not None:
+            if args.to_torch is None:
+                p.error("--from-orbax needs --to-torch OUT.pt")
+            out = convert_orbax_to_torch(args.from_orbax, args.to_torch, overwrite=args.overwrite)
+            print(f"wrote {out}")
+        else:
+            p.error("nothing to do: give --torch-ckpt X.pt or --from-orbax DIR --to-torch OUT.pt")
+    except (ConversionError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
