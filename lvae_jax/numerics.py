@@ -248,8 +248,16 @@ def gaussian_log_prob_mass(mean: jax.Array, scale: jax.Array, x: jax.Array, bin_
 
 
 def gaussian_kl(mu1: jax.Array, v1: jax.Array, mu2: jax.Array, v2: jax.Array) -> jax.Array:
-    """rd_model_base ``gaussian_kl``: KL(N(mu1, v1²) || N(mu2, v2²)) in nats, v = std."""
-    return -0.5 + jnp.log(v2) - jnp.log(v1) + 0.5 * (jnp.square(v1) + jnp.square(mu1 - mu2)) / jnp.square(v2)
+    """rd_model_base ``gaussian_kl``: KL(N(mu1, v1²) || N(mu2, v2²)) in nats, v = std.
+
+    The official ``-0.5 + log v2 - log v1 + 0.5 (v1² + (mu1-mu2)²) / v2²`` is evaluated as
+    ``0.5 ((v1/v2)² + ((mu1-mu2)/v2)²)``: the same value, but without the intermediate ``v2²``,
+    which for stds below ~1e-19 is a float32 *subnormal*. PyTorch on CPU keeps subnormals and gets a
+    large finite KL there; XLA flushes subnormals to zero and would get ``inf``. This form gives
+    the official values on both.
+    """
+    return (-0.5 + jnp.log(v2) - jnp.log(v1)
+            + 0.5 * (jnp.square(v1 / v2) + jnp.square((mu1 - mu2) / v2)))
 
 
 # ---------------------------------------------------------------------------------------------
