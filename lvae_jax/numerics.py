@@ -250,14 +250,15 @@ def gaussian_log_prob_mass(mean: jax.Array, scale: jax.Array, x: jax.Array, bin_
 def gaussian_kl(mu1: jax.Array, v1: jax.Array, mu2: jax.Array, v2: jax.Array) -> jax.Array:
     """rd_model_base ``gaussian_kl``: KL(N(mu1, v1²) || N(mu2, v2²)) in nats, v = std.
 
-    The official ``-0.5 + log v2 - log v1 + 0.5 (v1² + (mu1-mu2)²) / v2²`` is evaluated as
-    ``0.5 ((v1/v2)² + ((mu1-mu2)/v2)²)``: the same value, but without the intermediate ``v2²``,
-    which for stds below ~1e-19 is a float32 *subnormal*. PyTorch on CPU keeps subnormals and gets a
-    large finite KL there; XLA flushes subnormals to zero and would get ``inf``. This form gives
-    the official values on both.
+    The official ``-0.5 + log v2 - log v1 + 0.5 * (v1² + (mu1-mu2)²) / v2²`` divides by ``v2``
+    twice instead of by ``v2²``: for stds below ~1e-19, ``v2²`` is a float32 *subnormal*, which
+    PyTorch on CPU keeps (a large finite KL) and XLA flushes to zero (``inf``). The numerator
+    ``0.5 * (v1² + (mu1-mu2)²)`` is formed first, as in the official expression, so values near
+    the float32 limit overflow (or not) the same way.
     """
-    return (-0.5 + jnp.log(v2) - jnp.log(v1)
-            + 0.5 * (jnp.square(v1 / v2) + jnp.square((mu1 - mu2) / v2)))
+    # The barrier stops XLA from folding the two divisions back into one by v2*v2.
+    half_sq = jax.lax.optimization_barrier((0.5 * (jnp.square(v1) + jnp.square(mu1 - mu2))) / v2)
+    return -0.5 + jnp.log(v2) - jnp.log(v1) + half_sq / v2
 
 
 # ---------------------------------------------------------------------------------------------
