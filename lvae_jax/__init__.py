@@ -7,6 +7,10 @@ JAX/Flax, with the official weights and bitstreams.
 
 from __future__ import annotations
 
+from lvae_jax import xla_defaults as _xla_defaults
+
+_xla_defaults.apply()
+
 __version__ = "0.1.0"
 
 

@@ -1,0 +1,122 @@
+"""Reading, converting, padding and writing images (HWC, RGB).
+
+The codecs work on 8-bit RGB. :func:`load_rgb8` converts what it safely can — grayscale,
+palette, opaque alpha, CMYK, 16-bit — and says what it did in ``notes``; it refuses what it cannot
+convert without silently changing the picture (a non-opaque alpha channel unless
+``alpha="drop"``, float or 32-bit integer images). The file itself is never modified.
+
+Float images are float32 in [0, 1], computed as ``uint8 / 255`` like torchvision's ``to_tensor``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An image cannot be read or converted to 8-bit RGB."""
+
+
+def load_rgb8(source, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
+    """Read an image file (path or bytes) as (H, W, 3) uint8 RGB. Returns (array, notes).
+
+    ``alpha``: ``"refuse"`` (default) refuses an alpha channel that is not fully opaque,
+    ``"drop"`` discards it (with a note).
+    """
+    from PIL import Image, UnidentifiedImageError
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        img.load()
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+    return to_rgb8(img, name, alpha)
+
+
+def to_rgb8(img, name: str = "image", alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
+    """Convert a PIL image to (H, W, 3) uint8 RGB, with notes; see :func:`load_rgb8`."""
+    notes = []
+    mode = img.mode
+    if img.width < 1 or img.height < 1:
+        raise ImageError(f"{name}: empty image ({img.width}x{img.height})")
+    if mode == "RGB":
+        return np.asarray(img, np.uint8).copy(), notes
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N") or (mode == "I" and _is_16bit(img)):
+        arr = np.asarray(img).astype(np.float64)
+        arr8 = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        notes.append(f"{name}: 16-bit grayscale reduced to 8 bits and replicated to RGB")
+        return np.repeat(arr8[..., None], 3, axis=-1), notes
+    if mode in ("I", "F"):
+        raise ImageError(f"{name}: {mode!r} ({'32-bit integer' if mode == 'I' else 'float'}) images "
+                         "are not supported; convert to 8- or 16-bit first")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        a = np.asarray(rgba)[..., 3]
+        if a.min() < 255:
+            if alpha != "drop":
+                raise ImageError(f"{name}: has a non-opaque alpha channel; the codecs are RGB only "
+                                 "(pass --alpha drop to discard it)")
+            notes.append(f"{name}: non-opaque alpha channel discarded")
+        else:
+            notes.append(f"{name}: fully opaque alpha channel dropped")
+        rgb = np.asarray(rgba, np.uint8)[..., :3].copy()
+        if mode in ("LA", "La"):
+            notes.append(f"{name}: grayscale replicated to RGB")
+        return rgb, notes
+    if mode in ("L", "1"):
+        notes.append(f"{name}: {'1-bit' if mode == '1' else 'grayscale'} replicated to RGB")
+    elif mode == "P":
+        notes.append(f"{name}: palette image converted to RGB")
+    else:  # CMYK, YCbCr, LAB, HSV, RGBX...
+        notes.append(f"{name}: {mode} converted to RGB")
+    try:
+        return np.asarray(img.convert("RGB"), np.uint8).copy(), notes
+    except (ValueError, OSError) as e:
+        raise ImageError(f"{name}: cannot convert mode {mode!r} to RGB ({e})") from None
+
+
+def _is_16bit(img) -> bool:
+    arr = np.asarray(img)
+    return arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 65535 and arr.max() > 255
+
+
+def to_float(im8: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (``x / 255`` in float32, like torchvision ``to_tensor``)."""
+    return np.asarray(im8, np.float32) / np.float32(255.0)
+
+
+def to_uint8(im: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8 by rounding (``floor(x·255 + 0.5)``, like torchvision
+    ``save_image``)."""
+    return np.clip(np.floor(np.asarray(im, np.float32) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def padded_size(h: int, w: int, multiple: int = 64) -> tuple[int, int]:
+    return multiple * math.ceil(h / multiple), multiple * math.ceil(w / multiple)
+
+
+def pad_to_multiple(im: np.ndarray, multiple: int = 64) -> np.ndarray:
+    """Pad (…, H, W, C) on the right and bottom by edge replication to multiples of
+    ``multiple`` (the official ``pad_divisible_by``)."""
+    h, w = im.shape[-3], im.shape[-2]
+    th, tw = padded_size(h, w, multiple)
+    if (th, tw) == (h, w):
+        return im
+    pad = [(0, 0)] * (im.ndim - 3) + [(0, th - h), (0, tw - w), (0, 0)]
+    return np.pad(im, pad, mode="edge")
+
+
+def save_png(path, im) -> Path:
+    """Write a float [0, 1] or uint8 (H, W, 3) image as PNG."""
+    from PIL import Image
+    arr = im if np.asarray(im).dtype == np.uint8 else to_uint8(im)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(arr)).save(path)
+    return path
