@@ -1,0 +1,170 @@
+"""Random-access image sources for training: a folder of image files, or a TFDS dataset.
+
+A source is a sequence of images: ``len(src)`` and ``src[i] -> (H, W, 3) uint8 RGB``. Random
+access is what makes the input deterministic and resumable: the sampler
+(:mod:`lvae_jax.data.sampler`) decides which index comes next, so a data position is just
+``(epoch, index)``.
+
+TFDS is read through ``tfds.data_source`` (ArrayRecord random access), not ``tfds.load``/tf.data:
+random access gives exact, cheap resumption and per-process sharding by index, needs no TF graph
+in the input path, and keeps TensorFlow out of the process unless ``--tfds`` is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lvae_jax.image import ImageError, load_rgb8
+
+log = logging.getLogger(__name__)
+
+#: How many conversion notes (grayscale, alpha, 16-bit ...) are logged before going quiet.
+MAX_NOTES = 10
+
+
+class DataError(ValueError):
+    """The training data cannot be used (empty folder, unreadable image, missing dataset)."""
+
+
+class ImageSource(Protocol):
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    def describe(self, index: int) -> str: ...
+
+
+def image_extensions() -> frozenset[str]:
+    """File suffixes Pillow can open (lower case, with the dot)."""
+    from PIL import Image
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+class _NoteLog:
+    """Logs the first :data:`MAX_NOTES` conversion notes, then a single 'more suppressed' line."""
+
+    def __init__(self):
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self, notes):
+        with self.lock:
+            for note in notes:
+                self.count += 1
+                if self.count <= MAX_NOTES:
+                    log.info("converted: %s", note)
+                elif self.count == MAX_NOTES + 1:
+                    log.info("(further image conversion notes suppressed)")
+
+
+class ImageFolderSource:
+    """Every image file under ``root`` (recursive, sorted paths, any format Pillow reads).
+
+    Files are selected by suffix (Pillow's registered extensions; hidden files and folders are
+    skipped). Grayscale, palette, CMYK, 16-bit and RGBA images are converted to 8-bit RGB like the
+    official loader's ``Image.convert("RGB")`` (alpha dropped), each with a logged note; 16-bit
+    images are scaled by 1/257 instead of being clipped. A file that cannot be read raises
+    :class:`DataError` naming it.
+    """
+
+    def __init__(self, root, check: bool = False):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(f"image folder {self.root} does not exist or is not a directory")
+        exts = image_extensions()
+        self.paths = sorted(
+            p for p in self.root.rglob("*")
+            if p.suffix.lower() in exts and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        if not self.paths:
+            raise DataError(f"no images found in {self.root} (searched recursively for files "
+                            "Pillow can read: .png, .jpg, .jpeg, .webp, .bmp, .tif, ...)")
+        self.name = str(self.root)
+        self._notes = _NoteLog()
+        if check:
+            self.check()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        path = self.paths[index]
+        try:
+            im, notes = load_rgb8(path, alpha="drop")
+        except ImageError as e:
+            raise DataError(f"unreadable training image {path}: {e}") from None
+        if notes:
+            self._notes.add(notes)
+        return im
+
+    def check(self) -> None:
+        """Open every file's header (cheap) and raise :class:`DataError` naming the first file that
+        Pillow cannot identify."""
+        from PIL import Image, UnidentifiedImageError
+        for path in self.paths:
+            try:
+                with Image.open(path) as img:
+                    img.size  # noqa: B018 (header parsed)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                raise DataError(f"unreadable training image {path}: {e}") from None
+
+
+class TFDSImageSource:
+    """The ``image`` feature of a TFDS dataset, read by random access (``tfds.data_source``).
+
+    The dataset must be prepared in ArrayRecord format (``tfds build coco/2017
+    --file_format=array_record``); nothing is downloaded here.
+    """
+
+    def __init__(self, name: str = "coco/2017", split: str = "train", data_dir=None,
+                 image_key: str = "image"):
+        import tensorflow_datasets as tfds
+        self.name, self.split, self.image_key = name, split, image_key
+        try:
+            self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except (NotImplementedError, FileNotFoundError, AssertionError, ValueError) as e:
+            raise DataError(
+                f"TFDS dataset {name!r} split {split!r} is not available for random access "
+                f"(data_dir={data_dir or 'default'}): {e}\nPrepare it once, in ArrayRecord format: "
+                f"`tfds build {name} --file_format=array_record`") from None
+        if len(self._ds) == 0:
+            raise DataError(f"TFDS dataset {name!r} split {split!r} is empty")
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def describe(self, index: int) -> str:
+        return f"{self.name}[{self.split}] record {index}"
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        try:
+            example = self._ds[int(index)]
+        except Exception as e:  # a damaged record: name it
+            raise DataError(f"unreadable record {self.describe(index)}: {e}") from e
+        im = np.asarray(example[self.image_key])
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] not in (1, 3):
+            raise DataError(f"{self.describe(index)}: expected an (H, W, 3) uint8 image, got "
+                            f"{im.shape} {im.dtype}")
+        if im.shape[-1] == 1:
+            im = np.repeat(im, 3, axis=-1)
+        return im
+
+
+def open_source(data_dir=None, tfds_name: str | None = None, tfds_split: str = "train",
+                tfds_data_dir=None, check: bool = False) -> ImageSource:
+    """An image folder (``data_dir``) or a TFDS dataset (``tfds_name``), exactly one of them."""
+    if (data_dir is None) == (tfds_name is None):
+        raise DataError("give exactly one training source: an image folder or a TFDS dataset name")
+    if data_dir is not None:
+        return ImageFolderSource(data_dir, check=check)
+    return TFDSImageSource(tfds_name, tfds_split, tfds_data_dir)

@@ -1,0 +1,99 @@
+"""The training step, a pure function ``train_step(state, batch, key) -> (state, metrics)`` to be
+run under ``jax.jit`` with the state donated.
+
+One step of the official trainer (``BaseTrainingWrapper.training_loops`` / ``gradient_clip``):
+
+1. λ per image (variable rate, :func:`~lvae_jax.training.lambdas.sample_lmb`), training-mode
+   forward (uniform noise / reparameterised latents) and the official loss; gradients.
+2. ``g = ‖grads‖₂`` over all parameters (before clipping, as ``clip_grad_norm_`` returns it) is
+   written into the ring buffer of the last ``spike_window`` norms; ``m`` is their median
+   (``numpy.median`` over the norms seen so far, this one included). The step is a *spike* if
+   ``g > spike_factor · m``.
+3. Clip to ``grad_clip`` (global norm) and take Adam's step at
+   ``lr · schedule(t) · s``. ``s`` is the spike-guard multiplier: the official trainer multiplies
+   its optimiser's LR by 0.1 on a spike and only restores it at the next scheduled LR update
+   (every 10 steps), so ``s`` is reset to 1 when ``t % 10 == 0`` and multiplied by 0.1 on each
+   spike in between.
+4. Unless the step is a spike, ``ema ← d · ema + (1 − d) · params`` with the warmed-up decay ``d``.
+
+Everything stays on the device (no host synchronisation); the batch may be sharded over a
+``data`` mesh axis — the loss and the gradients are means over the global batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lvae_jax.training.lambdas import sample_lmb
+from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
+from lvae_jax.training.state import TrainState
+
+
+def median_of_first(values: jax.Array, count: jax.Array) -> jax.Array:
+    """``numpy.median(values[:count])`` for a traced ``count`` in ``[1, len(values)]`` (float32;
+    an even count averages the two middle values)."""
+    n = values.shape[0]
+    live = jnp.arange(n) < count
+    s = jnp.sort(jnp.where(live, values, jnp.inf))
+    lo = s[(count - 1) // 2]
+    hi = s[count // 2]
+    return (lo + hi) / 2.0
+
+
+def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformation):
+    """Build ``train_step(state, batch, key) -> (state, metrics)``.
+
+    ``batch``: (N, H, W, 3) uint8 NHWC. ``key``: raw PRNG key data (uint32) of this step.
+    ``metrics``: float32 scalars — the model's stats (``loss``, ``kl`` nats/dim, ``bppix``,
+    ``mse``/``nll``, ``psnr``) and ``grad_norm``, ``lr``, ``spike`` (0/1), ``ema_decay``.
+    """
+    lr_factor = lr_factor_schedule(cfg.lr_schedule, cfg.iterations, cfg.lrf_min, cfg.lr_warmup,
+                                   cfg.lr_update_every)
+    ema_warmup = cfg.ema_warmup or max(cfg.iterations // 20, 1)  # official: `ema_warmup or T // 20`
+    ema_decay = ema_decay_schedule(cfg.ema_decay, ema_warmup)
+    window = cfg.spike_window
+
+    def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
+        im = batch.astype(jnp.float32) / 255.0
+        k_lmb, k_fwd = jax.random.split(jax.random.wrap_key_data(key))
+        lmb = sample_lmb(k_lmb, model_config, im.shape[0])
+
+        def loss_fn(params):
+            out = nnx.merge(graphdef, params)(im, lmb, training=True, key=k_fwd)
+            return out.loss, out.metrics
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+        t = state.step
+        grad_norm = optax.global_norm(grads)
+        grad_norms = state.grad_norms.at[t % window].set(grad_norm)
+        median = median_of_first(grad_norms, jnp.minimum(t + 1, window))
+        spike = grad_norm > cfg.spike_factor * median
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        lr_scale = jnp.where(t % cfg.lr_update_every == 0, 1.0, state.lr_scale)
+        lr_scale = jnp.where(spike, lr_scale * cfg.spike_lr_scale, lr_scale).astype(jnp.float32)
+        lr = (cfg.lr * lr_factor(t) * lr_scale).astype(jnp.float32)
+        params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+
+        ema, decay = state.ema, ema_decay(t)
+        if ema is not None:
+            ema = jax.tree.map(lambda e, p: jnp.where(spike, e, decay * e + (1.0 - decay) * p),
+                               ema, params)
+
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        metrics.update(grad_norm=grad_norm, lr=lr, spike=spike.astype(jnp.float32),
+                       ema_decay=decay)
+        new_state = state.replace(step=t + 1, params=params, opt_state=opt_state, ema=ema,
+                                  grad_norms=grad_norms, lr_scale=lr_scale)
+        return new_state, metrics
+
+    return train_step
+
+
+def step_key(rng: jax.Array, step) -> jax.Array:
+    """The raw key data of step ``step``: ``fold_in(run key, step)``."""
+    return jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(rng), step))
