@@ -1,0 +1,199 @@
+"""Test images for evaluation: every image of a folder, or of a prepared TFDS dataset.
+
+Each image arrives as :class:`EvalImage` — a name, (H, W, 3) uint8 RGB pixels and the notes of
+any conversion. Conversions follow :func:`lvae_jax.image.to_rgb8`: grayscale and palette images
+are expanded to RGB, a fully opaque alpha channel is dropped, 16-bit images are reduced with
+``round(x / 257)``; each is reported in ``notes``. A non-opaque alpha channel is refused unless
+``alpha="drop"``, and so are float or 32-bit images — evaluation never guesses.
+
+Two cases Pillow would get silently wrong are handled here: 16-bit RGB, RGBA and gray+alpha PNG
+and TIFF files, which Pillow opens as 8-bit by keeping the high byte, are decoded at full depth
+with imagecodecs and rounded like 16-bit grayscale; a multi-frame file (GIF, TIFF, APNG) is
+evaluated on its first frame, with a note.
+
+Folders are read like the official ``imcoding_evaluate`` reads them (recursive, sorted paths),
+but only files whose suffix Pillow knows are taken and hidden files/folders are skipped, so a
+stray ``README`` or ``.DS_Store`` is not an error.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lvae_jax.image import ImageError, to_rgb8
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """One test image: ``name`` (path relative to the folder, or ``tfds:NAME/SPLIT#i``),
+    ``pixels`` (H, W, 3) uint8 RGB and the conversion ``notes``."""
+    name: str
+    pixels: np.ndarray
+    notes: tuple[str, ...] = ()
+
+    @property
+    def num_pixels(self) -> int:
+        return int(self.pixels.shape[0] * self.pixels.shape[1])
+
+
+class ImageSetError(ValueError):
+    """The test images cannot be found or read; the message says which and why."""
+
+
+def image_suffixes() -> frozenset[str]:
+    """File suffixes Pillow can open (lower case, with the dot)."""
+    from PIL import Image
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def list_image_files(root) -> list[Path]:
+    """Every image file under ``root`` (recursive, sorted, hidden entries skipped)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ImageSetError(f"{root}: not a directory")
+    suffixes = image_suffixes()
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in suffixes
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise ImageSetError(f"{root}: no image files (looked for {', '.join(sorted(suffixes)[:8])}, "
+                            "... recursively)")
+    return files
+
+
+def read_image(path, alpha: str = "refuse", name: str | None = None) -> EvalImage:
+    """Read one image file as 8-bit RGB (see the module docstring for the conversions)."""
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    name = name or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+    notes = []
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"{name}: has {frames} frames; only the first is evaluated")
+    deep = _deep_rgb(data, img, name, alpha)
+    if deep is not None:
+        rgb, more = deep
+        return EvalImage(name, rgb, tuple(notes + more))
+    rgb, more = to_rgb8(img, name, alpha)
+    return EvalImage(name, rgb, tuple(notes + more))
+
+
+def _deep_rgb(data: bytes, img, name: str, alpha: str):
+    """Full-depth decode of a 16-bit RGB, RGBA or gray+alpha PNG/TIFF (which Pillow opens as
+    8-bit by keeping the high byte), or None for every other image."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
+        return None
+    import imagecodecs
+    arr = None
+    if img.format == "PNG" and len(data) > 25 and data[24] == 16:   # IHDR bit depth
+        arr = imagecodecs.png_decode(data)
+    elif img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        if max(bits) > 8:
+            arr = imagecodecs.tiff_decode(data)    # the first page, full depth
+    if arr is None:
+        return None
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4):
+        raise ImageError(f"{name}: a deep image with shape {arr.shape} and dtype {arr.dtype} is "
+                         "not supported (convert it to 8-bit RGB first)")
+    notes = []
+    if arr.shape[-1] in (2, 4):
+        if arr[..., -1].min() < 65535:
+            if alpha != "drop":
+                raise ImageError(f"{name}: has a non-opaque alpha channel; the codecs are RGB "
+                                 "only (pass --alpha drop to discard it)")
+            notes.append(f"{name}: non-opaque alpha channel discarded")
+        else:
+            notes.append(f"{name}: fully opaque alpha channel dropped")
+        arr = arr[..., :-1]
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+        notes.append(f"{name}: grayscale replicated to RGB")
+    rgb = np.clip(np.round(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return rgb, [f"{name}: 16-bit pixels reduced to 8 bits (round(x / 257))"] + notes
+
+
+def iter_folder(root, alpha: str = "refuse") -> Iterator[EvalImage]:
+    """Yield every image under ``root`` (names relative to ``root``), in sorted order."""
+    root = Path(root).expanduser()
+    for path in list_image_files(root):
+        yield read_image(path, alpha=alpha, name=path.relative_to(root).as_posix())
+
+
+def iter_tfds(name: str, split: str = "test", data_dir=None, image_key: str = "image",
+              alpha: str = "refuse") -> Iterator[EvalImage]:
+    """Yield the images of a prepared TFDS dataset split, in dataset order. Nothing is
+    downloaded: an unprepared dataset raises :class:`ImageSetError` saying how to prepare it."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImageSetError(f"tfds:{name}: tensorflow-datasets is not installed ({e})") from None
+    where = f"tfds:{name} (split {split!r}, data_dir {data_dir or 'default'})"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+    except tfds.core.DatasetNotFoundError:
+        raise ImageSetError(f"{where}: no such dataset — neither a TFDS catalog name nor a "
+                            "prepared dataset in the data directory") from None
+    except Exception as e:   # not prepared (AssertionError), unknown split (ValueError), ...
+        first_line = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ImageSetError(
+            f"{where} cannot be read: {type(e).__name__}: {first_line} Prepare it first "
+            f"(e.g. `tfds build {name}`); evaluation never downloads.") from None
+    for i, example in enumerate(tfds.as_numpy(dataset)):
+        label = f"tfds:{name}/{split}#{i}"
+        if image_key not in example:
+            raise ImageSetError(f"{label}: no feature {image_key!r} (features: {sorted(example)})")
+        yield array_to_eval_image(example[image_key], label, alpha=alpha)
+
+
+def array_to_eval_image(arr, name: str, alpha: str = "refuse") -> EvalImage:
+    """(H, W[, C]) uint8/uint16 pixels, C in {1, 3, 4}, as an 8-bit RGB :class:`EvalImage`."""
+    from PIL import Image
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageError(f"{name}: expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) pixels, "
+                         f"got shape {np.asarray(arr).shape}")
+    notes = []
+    if a.dtype == np.uint16:
+        a = np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+        notes.append(f"{name}: 16-bit pixels reduced to 8 bits (round(x / 257))")
+    elif a.dtype != np.uint8:
+        raise ImageError(f"{name}: pixels of dtype {a.dtype} are not supported (uint8 or uint16)")
+    # uint8 (H, W) / (H, W, 3) / (H, W, 4) become Pillow modes L / RGB / RGBA.
+    rgb, more = to_rgb8(Image.fromarray(np.ascontiguousarray(a)), name, alpha)
+    return EvalImage(name, rgb, tuple(notes + more))
+
+
+def open_images(source, *, split: str = "test", data_dir=None, image_key: str = "image",
+                alpha: str = "refuse") -> Iterator[EvalImage]:
+    """Images from a folder path, or from ``"tfds:NAME"`` (a prepared TFDS dataset; ``split``,
+    ``data_dir`` and ``image_key`` apply to it)."""
+    text = str(source)
+    if text.startswith("tfds:"):
+        name = text[len("tfds:"):]
+        if not name:
+            raise ImageSetError("tfds: needs a dataset name, e.g. tfds:clic")
+        return iter_tfds(name, split=split, data_dir=data_dir, image_key=image_key, alpha=alpha)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ImageSetError(f"{path}: no such folder (pass an image folder or tfds:NAME)")
+    list_image_files(path)          # fail now, not at the first next()
+    return iter_folder(path, alpha=alpha)
