@@ -1,0 +1,297 @@
+"""Command line of the generative tools (sampling, interpolation, inpainting, R(D) curves).
+
+Subcommands ``sample``, ``interpolate``, ``inpaint``, ``progressive`` and ``rd-curve``, each
+``(help, add_arguments(parser), run(args) -> exit status)`` in :data:`COMMANDS`.
+
+Every subcommand takes ``--ckpt DIR`` (an lvae-jax model directory, from ``python -m convert`` or
+training), optionally ``--model NAME`` (checked against the directory's model), ``--seed`` and
+``--out``. Images of any size are padded (edge replication) to multiples of 64 for the model and
+the outputs cropped back. Exit status: 0 success, 2 bad input (the message says why).
+
+Nothing heavy is imported here: JAX and the model load when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _common(p: argparse.ArgumentParser, out_default: str, lmb: bool = True) -> None:
+    p.add_argument("--ckpt", required=True, metavar="DIR",
+                   help="model directory (lvae_model.json + params/), e.g. from python -m convert")
+    p.add_argument("--model", metavar="NAME",
+                   help="expected model name (e.g. qres17m); an error if DIR holds another model")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the random draws (default 0)")
+    p.add_argument("--out", default=out_default, metavar="PATH", help=f"output (default {out_default})")
+    if lmb:
+        p.add_argument("--lmb", type=float, metavar="λ",
+                       help="λ of a variable-rate model (default: its highest, the official default)")
+
+
+def _guarded(fn):
+    """Run ``fn(args)``; print bad-input errors as one line and return 2."""
+    def run(args) -> int:
+        from lvae_jax.checkpoint.orbax_io import CheckpointError
+        from lvae_jax.evaluation.images import ImageSetError
+        from lvae_jax.evaluation.rd_json import RDFormatError
+        from lvae_jax.generative.sampling import GenerativeError
+        from lvae_jax.image import ImageError
+        try:
+            return fn(args) or 0
+        except (GenerativeError, CheckpointError, ImageError, ImageSetError, RDFormatError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _load(args):
+    """The model of ``--ckpt`` as a GenerativeModel (checked against ``--model``)."""
+    from lvae_jax.checkpoint.orbax_io import load_model, read_info
+    from lvae_jax.generative.sampling import GenerativeError, GenerativeModel
+    info = read_info(args.ckpt)
+    name = info.get("config", {}).get("name")
+    if args.model and args.model != name:
+        raise GenerativeError(f"{args.ckpt} holds the model {name!r}, not {args.model!r}")
+    return GenerativeModel(load_model(args.ckpt))
+
+
+def _key(args):
+    import jax
+    return jax.random.key(args.seed)
+
+
+def _lmb(gm, args):
+    """``--lmb`` validated for the model (λ of a QRes model is an error)."""
+    lmb = getattr(args, "lmb", None)
+    gm.lmb_array(lmb, 1)
+    return lmb
+
+
+def _read(path, stride: int):
+    """-> (padded float image (1, Hp, Wp, 3), original (H, W))."""
+    from lvae_jax.image import load_rgb8, pad_to_multiple, to_float
+    rgb, notes = load_rgb8(path)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    h, w = rgb.shape[:2]
+    return pad_to_multiple(to_float(rgb), stride)[None], (h, w)
+
+
+def _wrote(*paths) -> None:
+    for p in paths:
+        print(f"wrote {p}")
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def _sample_args(p):
+    _common(p, "samples.png")
+    p.add_argument("--num", type=int, default=8, help="number of samples (default 8)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                   help="image size in pixels, multiples of 64 (default 64 64)")
+    p.add_argument("--temperature", "-t", type=float, default=1.0,
+                   help="prior temperature t (default 1; 0 = prior mean)")
+    p.add_argument("--nrow", type=int, default=8, help="images per row of the grid (default 8)")
+
+
+@_guarded
+def _sample(args) -> int:
+    """Unconditional samples as a grid PNG (notebook uncond-sampling)."""
+    from lvae_jax.generative.figures import save_grid
+    from lvae_jax.generative.sampling import GenerativeError, sample
+    gm = _load(args)
+    h, w = args.size
+    s = gm.stride
+    if args.num < 1 or h < s or w < s or h % s or w % s:
+        raise GenerativeError(f"--num must be >= 1 and --size positive multiples of {s}, "
+                              f"got {args.num} and {h} {w}")
+    ims = sample(gm, _key(args), args.num, h // s, w // s, lmb=_lmb(gm, args),
+                 temperature=args.temperature)
+    _wrote(save_grid(args.out, ims, nrow=args.nrow))
+    return 0
+
+
+# ----------------------------------------------------------------------------- interpolate
+
+
+def _interpolate_args(p):
+    _common(p, "interpolation.png")
+    p.add_argument("image1", help="first image")
+    p.add_argument("image2", help="second image (same size)")
+    p.add_argument("--steps", type=int, default=8, help="decoded mixtures, ends included (default 8)")
+    p.add_argument("--temperature", "-t", type=float, default=0.0,
+                   help="pixel temperature of the lossless head (default 0: the pixel mean)")
+
+
+@_guarded
+def _interpolate(args) -> int:
+    """Latent interpolation strip: image 1, decodings of mixed latents, image 2."""
+    import numpy as np
+    from lvae_jax.generative.figures import save_strip
+    from lvae_jax.generative.interpolation import interpolate
+    from lvae_jax.generative.sampling import GenerativeError
+    gm = _load(args)
+    a, size_a = _read(args.image1, gm.stride)
+    b, size_b = _read(args.image2, gm.stride)
+    if size_a != size_b:
+        raise GenerativeError(f"the two images differ in size: {size_a} vs {size_b}")
+    res = interpolate(gm, a, b, steps=args.steps, lmb=_lmb(gm, args), key=_key(args),
+                      temperature=args.temperature)
+    h, w = size_a
+    strip = [im[0, :h, :w] for im in (a, *res.frames[:, None], b)]
+    _wrote(save_strip(args.out, [np.asarray(x) for x in strip]))
+    return 0
+
+
+# ----------------------------------------------------------------------------- inpaint
+
+
+def _inpaint_args(p):
+    _common(p, "inpaint.png", lmb=False)
+    p.add_argument("image", help="image to repaint")
+    p.add_argument("--box", type=float, nargs=4, default=(0.4, 0.4, 0.8, 0.8),
+                   metavar=("X1", "Y1", "X2", "Y2"),
+                   help="box to repaint, fractions of width/height (default 0.4 0.4 0.8 0.8)")
+    p.add_argument("--steps", type=int, default=20, help="iterations (default 20, the notebook)")
+    p.add_argument("--temperature", "-t", type=float, default=0.8,
+                   help="prior temperature inside the box (default 0.8, the notebook)")
+    p.add_argument("--samples", type=int, default=6, help="independent results (default 6)")
+    p.add_argument("--no-mask", action="store_true",
+                   help="do not grey out the box first (the notebook does)")
+
+
+@_guarded
+def _inpaint(args) -> int:
+    """Inpainting (QRes): a row of input, masked input and the results."""
+    from lvae_jax.generative.figures import save_strip
+    from lvae_jax.generative.inpainting import check_box, inpaint
+    gm = _load(args)
+    x, (h, w) = _read(args.image, gm.stride)
+    hp, wp = x.shape[1:3]
+    x1, y1, x2, y2 = check_box(args.box)
+    box = (x1 * w / wp, y1 * h / hp, x2 * w / wp, y2 * h / hp)   # the same pixels, padded frame
+    res = inpaint(gm, x, box, key=_key(args), steps=args.steps, temperature=args.temperature,
+                  num_samples=args.samples, mask_input=not args.no_mask)
+    row = [x[0, :h, :w], res.masked[0, :h, :w], *res.samples[:, :h, :w]]
+    _wrote(save_strip(args.out, row))
+    return 0
+
+
+# ----------------------------------------------------------------------------- progressive
+
+
+def _progressive_args(p):
+    _common(p, "progressive.png")
+    p.add_argument("image", help="image to decode coarse to fine")
+    p.add_argument("--temperature", "-t", type=float, default=0.0,
+                   help="temperature of the latents not taken from the image (default 0: prior mean)")
+    p.add_argument("--ks", type=int, nargs="+", metavar="K",
+                   help="numbers of latents to take from the image (default 0..L)")
+
+
+@_guarded
+def _progressive(args) -> int:
+    """Coarse-to-fine strip: the first k latents from the image, the rest from the prior."""
+    from lvae_jax.evaluation.metrics import psnr
+    from lvae_jax.generative.figures import save_strip
+    from lvae_jax.generative.sampling import progressive
+    gm = _load(args)
+    x, (h, w) = _read(args.image, gm.stride)
+    res = progressive(gm, x, ks=args.ks, temperature=args.temperature, key=_key(args),
+                      lmb=_lmb(gm, args))
+    frames = res.frames[:, 0, :h, :w]
+    print(f"{'k':>3}  {'bpp':>9}  {'PSNR':>8}")
+    for k, bpp, frame in zip(res.ks, res.bpp[:, 0], frames):
+        print(f"{k:>3}  {bpp:9.5f}  {psnr(x[0, :h, :w], frame):8.3f}")
+    _wrote(save_strip(args.out, list(frames)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- rd-curve
+
+
+def _rd_args(p):
+    _common(p, "rd-curve.json", lmb=False)
+    p.add_argument("images", help="image folder (recursive) or tfds:NAME")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lambdas", type=float, nargs="+", metavar="λ", help="explicit λ values")
+    g.add_argument("--lmb-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="λ range (default: the official one: rd 4 2048, qarv 16 2048)")
+    p.add_argument("--steps", type=int, help="number of λ (default: rd 16, qarv 8)")
+    p.add_argument("--spacing", choices=("log", "cube-root"),
+                   help="λ spacing (default log, the official scripts')")
+    p.add_argument("--draws", type=int, default=1,
+                   help="rd: latent draws per image and λ, averaged (default 1, the official)")
+    p.add_argument("--bpp-pixels", choices=("padded", "original"),
+                   help="bpp denominator (default: rd padded H·W, qarv original H·W)")
+    p.add_argument("--test-set", help="test-set name in the JSON (default: the folder name)")
+    p.add_argument("--name", help="curve name in the JSON (default: the model name)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the curve")
+    p.add_argument("--anchor", action="append", default=[], metavar="JSON",
+                   help="anchor curve for the plot (repeatable)")
+
+
+@_guarded
+def _rd_curve(args) -> int:
+    """Estimated R(D) curve (theoretical rate) of a variable-rate model, official JSON schema."""
+    from lvae_jax.generative.rd_curve import (PROTOCOLS, estimate_rd_curve, lambda_grid,
+                                              official_lambdas, write_rd_curve)
+    from lvae_jax.generative.sampling import GenerativeError
+    gm = _load(args)
+    if gm.family not in PROTOCOLS:
+        raise GenerativeError(f"{gm.name} is a fixed-rate {gm.family} model; rd-curve needs a "
+                              "variable-rate model (qarv, rd)")
+    proto = PROTOCOLS[gm.family]
+    if args.lambdas:
+        lambdas = args.lambdas
+    elif args.lmb_range or args.steps or args.spacing:
+        lo, hi = args.lmb_range or proto.lmb_range
+        lambdas = lambda_grid(lo, hi, args.steps or proto.steps, args.spacing or proto.spacing)
+    else:
+        lambdas = official_lambdas(gm.family)
+    src = str(args.images)
+    test_set = args.test_set or (src[5:] if src.startswith("tfds:") else Path(src).name)
+    curve = estimate_rd_curve(
+        gm, args.images, lambdas, key=_key(args) if gm.family == "rd" else None,
+        draws=args.draws, bpp_pixels=args.bpp_pixels, name=args.name, test_set=test_set,
+        meta={"seed": args.seed} if gm.family == "rd" else None,
+        progress=lambda line: print(line, file=sys.stderr))
+    for lmb, bpp, p in zip(curve.lambdas, curve.bpp, curve.psnr):
+        print(f"λ={lmb:10.4f}  bpp={bpp:.5f}  psnr={p:.3f}")
+    _wrote(*write_rd_curve(curve, args.out, args.plot, args.anchor))
+    return 0
+
+
+#: name -> (one-line help, add_arguments(parser), run(args) -> exit status)
+COMMANDS = {
+    "sample": ("unconditional samples from the prior, as a grid PNG", _sample_args, _sample),
+    "interpolate": ("decode linear mixtures of the latents of two images (strip PNG)",
+                    _interpolate_args, _interpolate),
+    "inpaint": ("repaint a box of an image (QRes models; strip PNG)", _inpaint_args, _inpaint),
+    "progressive": ("coarse-to-fine decoding of an image, k = 0..L latents (strip PNG)",
+                    _progressive_args, _progressive),
+    "rd-curve": ("estimated R(D) curve of rd_model_base / QARV from theoretical rates (JSON)",
+                 _rd_args, _rd_curve),
+}
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (``python -m lvae_jax.generative.cli COMMAND ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m lvae_jax.generative.cli",
+                                     description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    args = parser.parse_args(argv)
+    return COMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
