@@ -1,10 +1,57 @@
-"""Subcommands of ``python -m lvae_jax``: each is (help, add_arguments, run)."""
+"""Subcommands of ``python -m lvae_jax``: each is ``(help, add_arguments(parser), run(args))``.
+
+Nothing heavy is imported here; JAX and the model load when a command runs. Bad input (a
+corrupt file, a wrong model, an unreadable image) ends with one ``error:`` line and exit status 2.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
 
-def _doctor_args(p):
-    pass
+
+def _model_args(p, lmb_help: str | None = None):
+    p.add_argument("--ckpt", metavar="DIR",
+                   help="model directory (from python -m convert or training); default: the embedded "
+                        "demo model")
+    p.add_argument("--model", metavar="NAME", help="expected model name (checked against DIR)")
+    if lmb_help:
+        p.add_argument("--lmb", type=float, metavar="λ", help=lmb_help)
+
+
+def _load_codec(args):
+    from lvae_jax.assets import demo_model_dir
+    from lvae_jax.checkpoint.orbax_io import CheckpointError, load_model, read_info
+    from lvae_jax.codec.core import Codec
+    ckpt = args.ckpt or demo_model_dir()
+    name = read_info(ckpt)["config"]["name"]
+    if args.model and args.model != name:
+        raise CheckpointError(f"{ckpt} holds the model {name!r}, not {args.model!r}")
+    return Codec(load_model(ckpt))
+
+
+def _guard(fn):
+    def run(args) -> int:
+        from lvae_jax.checkpoint.orbax_io import CheckpointError
+        from lvae_jax.codec.engine import CodecUnsupported
+        from lvae_jax.entropy.coder import BitstreamError
+        from lvae_jax.image import ImageError
+        try:
+            return fn(args) or 0
+        except (BitstreamError, CheckpointError, ImageError, CodecUnsupported, ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _psnr(a, b) -> float:
+    from lvae_jax.evaluation.metrics import psnr
+    return float(psnr(a, b))
+
+
+# -- doctor ------------------------------------------------------------------------------------
 
 
 def _doctor(args) -> int:
@@ -12,6 +59,138 @@ def _doctor(args) -> int:
     return run()
 
 
-COMMANDS = {
-    "doctor": ("check the installation (versions, devices, the range coder)", _doctor_args, _doctor),
-}
+# -- compress ----------------------------------------------------------------------------------
+
+
+def _compress_args(p):
+    p.add_argument("input", type=Path, help="image (any format Pillow reads)")
+    p.add_argument("output", type=Path, help="output bitstream file")
+    _model_args(p, "λ of a variable-rate model (qarv_base: 16..2048; larger = better quality, bigger "
+                   "file). Required for variable-rate models unless a target size is given")
+    p.add_argument("--format", choices=("lvae", "official"), default="lvae",
+                   help="lvae: checked container (default); official: the official file layout "
+                        "(QARV struct / QRes pickle) that the official decompress_file reads")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--target-bpp", type=float, help="search λ for this many bits per pixel (±2 %%)")
+    g.add_argument("--target-bytes", type=int, help="search λ for a file of this many bytes (±2 %%)")
+    p.add_argument("--alpha", choices=("refuse", "drop"), default="refuse",
+                   help="what to do with a non-opaque alpha channel (default: refuse)")
+    p.add_argument("--overwrite", action="store_true")
+
+
+@_guard
+def _compress(args) -> int:
+    """Compress an image into a bitstream file."""
+    from lvae_jax.codec import api
+    from lvae_jax.image import load_rgb8
+    if args.output.exists() and not args.overwrite:
+        raise ValueError(f"{args.output} exists (pass --overwrite)")
+    im, notes = load_rgb8(args.input, alpha=args.alpha)
+    for n in notes:
+        print(f"note: {n}")
+    codec = _load_codec(args)
+    h, w = im.shape[:2]
+    t0 = time.perf_counter()
+    if args.target_bpp is not None or args.target_bytes is not None:
+        target = args.target_bytes if args.target_bytes is not None else round(args.target_bpp * h * w / 8)
+        res = api.compress_to_target(codec, im, target_bytes=target, fmt=args.format)
+        data, lmb = res.data, res.lmb
+        print(f"rate control: {res.message} after {len(res.trials)} trials")
+        if not res.within_tolerance:
+            print("note: the target was not reached within 2 %", file=sys.stderr)
+    else:
+        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format), args.lmb
+    dt = time.perf_counter() - t0
+    args.output.write_bytes(data)
+    lm = f", λ = {lmb:g}" if lmb is not None else ""
+    print(f"{args.input} ({w}x{h}) -> {args.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp"
+          f"{lm}, {codec.config.name}, {args.format} format, {dt:.2f} s")
+    return 0
+
+
+# -- decompress --------------------------------------------------------------------------------
+
+
+def _decompress_args(p):
+    p.add_argument("input", type=Path, help="bitstream (lvae container or an official QARV/QRes file)")
+    p.add_argument("output", type=Path, help="output PNG")
+    _model_args(p)
+    p.add_argument("--blocks", type=int, metavar="K",
+                   help="progressive: decode only the first K latent blocks; the rest from the prior")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="prior temperature of the latents not decoded (default 0: the prior mean)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for --temperature > 0")
+    p.add_argument("--partial", action="store_true",
+                   help="accept a truncated lvae container and decode the latent blocks it still holds")
+    p.add_argument("--original", type=Path, help="the original image, to print the PSNR")
+    p.add_argument("--strip", type=Path, metavar="PNG",
+                   help="also write the coarse-to-fine strip (decoding 0..L latent blocks)")
+    p.add_argument("--overwrite", action="store_true")
+
+
+@_guard
+def _decompress(args) -> int:
+    """Decompress a bitstream file (any of the three layouts) into a PNG."""
+    import jax
+    import numpy as np
+    from lvae_jax.codec import api
+    from lvae_jax.image import load_rgb8, save_png, to_float
+    if args.output.exists() and not args.overwrite:
+        raise ValueError(f"{args.output} exists (pass --overwrite)")
+    data = args.input.read_bytes()
+    codec = _load_codec(args)
+    key = jax.random.key(args.seed)
+    res = api.decompress(codec, data, num_blocks=args.blocks, temperature=args.temperature, key=key,
+                         allow_partial=args.partial)
+    save_png(args.output, res.image)
+    h, w = res.image.shape[:2]
+    msg = (f"{args.input} ({res.fmt}, {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp) -> "
+           f"{args.output} ({w}x{h}), {res.blocks_decoded}/{res.total_blocks} latent blocks, {res.seconds:.2f} s")
+    if args.original:
+        orig, _ = load_rgb8(args.original, alpha="drop")
+        if orig.shape != res.image.shape:
+            raise ValueError(f"--original is {orig.shape[1]}x{orig.shape[0]}, the decoded image {w}x{h}")
+        from lvae_jax.image import to_uint8
+        msg += f", PSNR {_psnr(to_float(orig), res.image):.3f} dB"
+        if codec.model.lossless:
+            exact = np.array_equal(to_uint8(res.image), orig)
+            msg += " (exact)" if exact else " (NOT exact)"
+    print(msg)
+    for n in res.notes:
+        print(f"note: {n}")
+    if args.strip:
+        from lvae_jax.generative.figures import save_strip
+        frames = [api.decompress(codec, data, num_blocks=k, allow_partial=args.partial).image
+                  for k in range(res.blocks_decoded + 1)]
+        print(f"wrote {save_strip(args.strip, frames)}")
+    return 0
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+def _quickstart_args(p):
+    from lvae_jax import quickstart
+    quickstart.add_arguments(p)
+
+
+def _quickstart(args) -> int:
+    from lvae_jax import quickstart
+    return quickstart.run(args)
+
+
+def _commands():
+    from lvae_jax.generative.cli import COMMANDS as GENERATIVE
+    cmds = {
+        "quickstart": ("offline demo: compress/decompress sample images with the embedded demo model, "
+                       "RD curve vs JPEG, side-by-side PNG", _quickstart_args, _quickstart),
+        "compress": ("compress an image", _compress_args, _compress),
+        "decompress": ("decompress a bitstream (lvae, official QARV or official QRes layout)",
+                       _decompress_args, _decompress),
+    }
+    cmds.update(GENERATIVE)
+    cmds["doctor"] = ("check the installation (versions, devices, the range coder)", lambda p: None, _doctor)
+    return cmds
+
+
+COMMANDS = _commands()

@@ -9,8 +9,6 @@ free-running integer symbols, x̂, the official stats) and training mode with th
 
 from __future__ import annotations
 
-import gc
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 from flax import nnx
 
 from lvae_jax import numerics
+from parity_models import converted_model
 from parity_support import discover, parity_dir, rel_error, within
 
 MANIFESTS, RECORDINGS = discover()
@@ -29,49 +28,9 @@ TENSOR_REL = 1e-4   # max abs diff <= 1e-4 * max(1, max|ref|)
 GRAD_REL = 1e-3     # relative error of gradients / gradient norm
 
 
-class Converted:
-    """An official checkpoint rebuilt from the recipe, converted by the real converter."""
-
-    def __init__(self, manifest, tmp_dir):
-        from lvae_jax import load_model
-        from lvae_jax.checkpoint.torch_io import convert_torch_to_orbax, write_torch_checkpoint
-        self.manifest = manifest
-        self.state_dict = manifest.rebuild_state_dict()
-        self.pt = write_torch_checkpoint(self.state_dict, tmp_dir / f"{manifest.model}.pt")
-        self.result = convert_torch_to_orbax(self.pt, tmp_dir / f"{manifest.model}_jax",
-                                             lmb=manifest.args.get("lmb"))
-        self.model = load_model(self.result.out_dir)
-        self.graphdef, self.params = nnx.split(self.model)
-        self._fns = {}
-
-    def fn(self, name):
-        if name not in self._fns:
-            g = self.graphdef
-            if name == "eval":
-                self._fns[name] = jax.jit(lambda p, im, lmb: nnx.merge(g, p)(im, lmb, training=False))
-            elif name == "eval_tf":
-                self._fns[name] = jax.jit(lambda p, im, lmb, zs: nnx.merge(g, p)(im, lmb, training=False,
-                                                                                   latents=zs))
-            elif name == "train":
-                def loss(p, im, lmb, noise):
-                    out = nnx.merge(g, p)(im, lmb, training=True, noise=noise)
-                    return out.loss, out
-
-                self._fns[name] = jax.jit(jax.value_and_grad(loss, has_aux=True))
-        return self._fns[name]
-
-
-_CACHE: dict = {}
-
-
 @pytest.fixture
 def converted(request, tmp_path_factory):
-    manifest = request.param
-    if manifest.model not in _CACHE:
-        _CACHE.clear()
-        gc.collect()
-        _CACHE[manifest.model] = Converted(manifest, tmp_path_factory.mktemp(manifest.model))
-    return _CACHE[manifest.model]
+    return converted_model(request.param, tmp_path_factory)
 
 
 def _lmb(rec):

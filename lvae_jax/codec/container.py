@@ -31,13 +31,15 @@ VERSION = 1
 #: Flag bits of the header's ``flags`` field.
 FLAG_LAMBDA = 1  # variable-rate model: λ is stored
 FLAG_LOSSLESS = 2  # lossless model: one pixel chunk per image follows the latent chunks
-_KNOWN_FLAGS = FLAG_LAMBDA | FLAG_LOSSLESS
+FLAG_SYMBOL_CRC = 4  # each chunk entry also holds the CRC32 of the chunk's decoded symbols
+_KNOWN_FLAGS = FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Fixed-size fields before the name, and after it (up to the chunk table).
 _PRE = struct.Struct("<4sHHI16sB")  # magic, version, flags, header_size, model_id, name_len
 _POST = struct.Struct("<fIIHHHHH")  # λ, H, W, batch, stride, grid_h, grid_w, num_latents
 _CHUNK = struct.Struct("<II")  # length, crc32
+_CHUNK_SYM = struct.Struct("<III")  # length, crc32, crc32 of the decoded symbols
 _CRC = struct.Struct("<I")
 MIN_HEADER_SIZE = _PRE.size + 1 + _POST.size + _CHUNK.size + _CRC.size
 
@@ -52,6 +54,15 @@ def model_id(config_fingerprint: str | bytes, weights_digest: str | bytes) -> by
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.digest()[:16]
+
+
+def symbols_crc(symbols) -> int:
+    """CRC32 of a chunk's symbols: int32 little-endian, in coder order. Lets a decoder confirm it
+    used the encoder's table indexes: a string decoded with an index on the other side of a table
+    boundary (prior scales computed on another device or by another implementation) can still
+    re-encode to itself, but not give the same symbols."""
+    import numpy as np
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
 
 
 def chunk_crc(index: int, payload: bytes) -> int:
@@ -78,6 +89,8 @@ class ContainerHeader:
     chunk_lengths: tuple[int, ...]
     chunk_crcs: tuple[int, ...]
     header_size: int
+    #: CRC32 of each chunk's decoded symbols (:func:`symbols_crc`), when the writer stored them.
+    symbol_crcs: tuple[int, ...] | None = None
 
     @property
     def num_chunks(self) -> int:
@@ -137,11 +150,12 @@ class PartialFile:
 
 
 def write_container(*, model_name: str, model_id: bytes, lmb: float | None, image_size,
-                    stride: int, latent_strings, pixel_strings=None) -> bytes:
+                    stride: int, latent_strings, pixel_strings=None, symbol_crcs=None) -> bytes:
     """Build a container. ``latent_strings[i][b]``: rANS string of latent block i, image b (in
     decoding order); ``pixel_strings[b]`` for the lossless model; ``lmb`` None for fixed-rate
-    models. The latent grid is ``ceil(image_size / stride)``. The result is read back and
-    checked before it is returned."""
+    models; ``symbol_crcs``: optional CRC32 of each chunk's symbols, in chunk order
+    (:func:`symbols_crc`). The latent grid is ``ceil(image_size / stride)``. The result is read
+    back and checked before it is returned."""
     if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
         raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
                          f"got {model_name!r}")
@@ -179,11 +193,18 @@ def write_container(*, model_name: str, model_id: bytes, lmb: float | None, imag
     for i, c in enumerate(chunks):
         if len(c) < 8 or len(c) % 4 or len(c) >= 1 << 32:
             raise ValueError(f"chunk {i} ({len(c)} bytes) is not a rANS string (whole 32-bit words, >= 2)")
+    if symbol_crcs is not None:
+        symbol_crcs = [int(v) for v in symbol_crcs]
+        if len(symbol_crcs) != len(chunks) or any(not 0 <= v < 1 << 32 for v in symbol_crcs):
+            raise ValueError(f"need one 32-bit symbol CRC per chunk ({len(chunks)})")
+        flags |= FLAG_SYMBOL_CRC
+        table = b"".join(_CHUNK_SYM.pack(len(c), chunk_crc(i, c), symbol_crcs[i]) for i, c in enumerate(chunks))
+    else:
+        table = b"".join(_CHUNK.pack(len(c), chunk_crc(i, c)) for i, c in enumerate(chunks))
     name = model_name.encode("ascii")
-    header_size = _PRE.size + len(name) + _POST.size + _CHUNK.size * len(chunks) + _CRC.size
+    header_size = _PRE.size + len(name) + _POST.size + len(table) + _CRC.size
     head = (_PRE.pack(MAGIC, VERSION, flags, header_size, model_id, len(name)) + name
-            + _POST.pack(lmb32, h, w, batch, stride, gh, gw, len(latents))
-            + b"".join(_CHUNK.pack(len(c), chunk_crc(i, c)) for i, c in enumerate(chunks)))
+            + _POST.pack(lmb32, h, w, batch, stride, gh, gw, len(latents)) + table)
     data = head + _CRC.pack(zlib.crc32(head)) + b"".join(chunks)
     read_container(data)  # the writer's output must satisfy the reader
     return data
@@ -252,19 +273,21 @@ def read_header(data) -> ContainerHeader:
     if (gh, gw) != (-(-h // stride), -(-w // stride)):
         _fail(f"latent grid {gh}×{gw} does not match image {h}×{w} at stride {stride}")
     lossless = bool(flags & FLAG_LOSSLESS)
+    entry = _CHUNK_SYM if flags & FLAG_SYMBOL_CRC else _CHUNK
     n_chunks = batch * (num_latents + lossless)
-    if pos + _CHUNK.size * n_chunks != len(head):
+    if pos + entry.size * n_chunks != len(head):
         _fail(f"header size {header_size} does not match its {n_chunks} chunk entries (corrupt)")
-    lengths, crcs = [], []
+    lengths, crcs, sym_crcs = [], [], []
     for i in range(n_chunks):
-        n, c = _CHUNK.unpack_from(head, pos + i * _CHUNK.size)
+        n, c, *sc = entry.unpack_from(head, pos + i * entry.size)
         if n < 8 or n % 4:
             _fail(f"chunk {i} length {n} is not a rANS string length (whole 32-bit words, >= 2)")
         lengths.append(n)
         crcs.append(c)
+        sym_crcs.extend(sc)
     return ContainerHeader(version, name, bytes(mid), None if math.isnan(lmb) else float(lmb), (h, w),
                            batch, stride, (gh, gw), num_latents, lossless, tuple(lengths),
-                           tuple(crcs), header_size)
+                           tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None)
 
 
 def _walk_chunks(data, header: ContainerHeader):

@@ -152,8 +152,8 @@ class CodecEngine:
                     mean, scale = _pixel_codec_inputs(model, feature)
                     idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
                                               self.pixel_tables.bound)
-                    return mean, idx
-                return numerics.process_output(model.mean_output(feature)), None
+                    return mean, scale, idx
+                return numerics.process_output(model.mean_output(feature)), None, None
 
             self._steps["final"] = jax.jit(final)
         return self._steps["final"]
@@ -172,8 +172,9 @@ class CodecEngine:
         ``latent_grid``: (N, h, w) of the first latent (image size / 64).
         ``choose_z(i, pm, pv, indexes) -> z``: host callback deciding latent i from its prior
         (decode its symbols and return ``symbols + pm``, or take the mean, or sample).
-        Returns images (N, H, W, 3) in [0, 1]; lossless: the pixel mean/indexes are passed to
-        ``choose_z(num_latents, mean, None, indexes)`` which returns the image in [0, 1].
+        Returns images (N, H, W, 3) in [0, 1]; lossless: the pixel mean, scale and indexes (bin
+        units) are passed to ``choose_z(num_latents, mean, scale, indexes)``, which returns the
+        image in [0, 1].
         """
         n, h, w = latent_grid
         emb = self._embed(jnp.float32(lmb) if lmb is not None else None, n)
@@ -184,8 +185,8 @@ class CodecEngine:
             feature, pm, pv, idx = self._step(i)(self.state, feature, z, emb)
             pm_h, pv_h, idx_h = jax.device_get((pm, pv, idx))
             z = jnp.asarray(choose_z(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)), jnp.float32)
-        out, idx = self._final()(self.state, feature, z, emb)
+        out, scale, idx = self._final()(self.state, feature, z, emb)
         if self.model.lossless:
-            mean, idx = jax.device_get((out, idx))
-            return choose_z(self.num_latents, np.asarray(mean), None, np.asarray(idx))
+            mean, scale, idx = jax.device_get((out, scale, idx))
+            return choose_z(self.num_latents, np.asarray(mean), np.asarray(scale), np.asarray(idx))
         return np.asarray(jax.device_get(out))

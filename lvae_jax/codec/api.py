@@ -1,0 +1,290 @@
+"""Compress and decompress images and files.
+
+    codec = Codec(lvae_jax.load_model("qarv_base_jax"))
+    data = compress(codec, image_u8, lmb=256)                 # bytes (lvae container)
+    data = compress(codec, image_u8, lmb=256, fmt="official")  # the official QARV/QRes layout
+    result = decompress(codec, data)                            # any of the three layouts
+    result.image                                                # (H, W, 3) float32 in [0, 1]
+
+Images of any size are padded right/bottom by edge replication to multiples of 64 and cropped
+back, like the official code. ``decompress`` recognises the layout by itself, checks that a
+container was written by this very model (config + weights id), and can decode progressively from
+the first k latent blocks — also of a truncated container.
+
+Decoding verifies every latent string by re-encoding it (a wrong table index — e.g. a prior scale
+that lands on the other side of a table boundary on another platform — or corruption of a file
+without checksums would otherwise decode silently into a wrong image). When verification fails
+and the latent has prior scales within float error of a table boundary, the decoder retries with
+those indexes flipped (see :func:`decode_latent_robust`) and reports it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lvae_jax import image as imageio
+from lvae_jax.codec import container, formats
+from lvae_jax.codec.core import Codec, DecodeReport, EncodedImage
+from lvae_jax.entropy import coder
+from lvae_jax.entropy.coder import BitstreamError
+
+FORMATS = ("lvae", "official")
+
+
+# ------------------------------------------------------------------------------------------------
+# Model identity
+# ------------------------------------------------------------------------------------------------
+
+
+def model_identity(codec: Codec) -> bytes:
+    """16-byte id of the codec's model (config fingerprint + weights digest); cached."""
+    if getattr(codec, "_model_id", None) is None:
+        from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
+        digest = getattr(codec.model, "weights_sha256", None) or weights_digest(flat_params(codec.model))
+        codec._model_id = container.model_id(codec.config.fingerprint(), digest)
+    return codec._model_id
+
+
+# ------------------------------------------------------------------------------------------------
+# Compression
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_float_image(im) -> np.ndarray:
+    a = np.asarray(im)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return imageio.to_float(a)
+    a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+        raise ValueError("float images must be finite and within [0, 1]")
+    return a
+
+
+def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae") -> list[bytes]:
+    """Compress images (each (H, W, 3), uint8 or float in [0, 1]); images of one padded size go
+    through the device in one pass. Returns one file (bytes) per image."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}")
+    cfg = codec.config
+    s = cfg.max_stride
+    floats = [_as_float_image(im) for im in images]
+    for f in floats:
+        if max(f.shape[:2]) > 65535:
+            raise ValueError(f"image of {f.shape[0]}x{f.shape[1]}: sides above 65535 px are not supported")
+    out: list = [None] * len(floats)
+    groups: dict = {}
+    for i, f in enumerate(floats):
+        groups.setdefault(imageio.padded_size(f.shape[0], f.shape[1], s), []).append(i)
+    for idx in groups.values():
+        batch = np.stack([imageio.pad_to_multiple(floats[i], s) for i in idx])
+        for i, enc in zip(idx, codec.encode(batch, lmb)):
+            out[i] = _write(codec, enc, floats[i].shape[:2], lmb, fmt)
+    return out
+
+
+def compress(codec: Codec, image, lmb=None, fmt: str = "lvae") -> bytes:
+    """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes."""
+    return compress_batch(codec, [image], lmb, fmt)[0]
+
+
+def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
+    cfg = codec.config
+    if fmt == "lvae":
+        return container.write_container(
+            model_name=cfg.name, model_id=model_identity(codec),
+            lmb=None if lmb is None else float(lmb), image_size=tuple(image_size), stride=cfg.max_stride,
+            latent_strings=[[s] for s in enc.latents],
+            pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs)
+    if cfg.family == "qarv":
+        body = formats.write_qarv_body(lmb, enc.grid, enc.latents)
+        return formats.write_qarv_file(tuple(image_size), body)
+    width = cfg.dec_blocks[0].width
+    return formats.write_qres_file([[s] for s in enc.latents], (1, width, *enc.grid), tuple(image_size),
+                                   pixel_strings=None if enc.pixels is None else [enc.pixels])
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading any of the three layouts
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedFile:
+    """A file in any layout, reduced to what decoding needs (one image)."""
+    fmt: str                      # "lvae" | "qres-official" | "qarv-official"
+    image_size: tuple
+    grid: tuple
+    lmb: float | None
+    latents: list                 # strings of the latents present (all, or a prefix if truncated)
+    pixels: bytes | None
+    model_name: str | None = None
+    model_id: bytes | None = None
+    total_latents: int | None = None
+    notes: list = field(default_factory=list)
+    symbol_crcs: list | None = None
+    lossless: bool = False
+
+
+def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
+    """Recognise and parse a file; raises :class:`BitstreamError` with a clear message."""
+    data = formats.as_bytes(data)
+    kind = container.sniff(data) if not (allow_partial and data[:4] == container.MAGIC) else "lvae"
+    if kind == "lvae":
+        if allow_partial:
+            part = container.read_partial(data)
+            h = part.header
+            strings = [s[0] for s in part.latent_strings]
+            pixels = part.chunks[h.pixel_chunk_index(0)] if (h.lossless and part.complete) else None
+            notes = [] if part.complete else [f"file incomplete: {part.stop_reason}"]
+        else:
+            f = container.read_container(data)
+            h = f.header
+            strings = [s[0] for s in f.latent_strings]
+            pixels = f.pixel_strings[0] if f.pixel_strings else None
+            notes = []
+        if h.batch != 1:
+            raise BitstreamError(f"this file holds {h.batch} images; lvae-jax writes one image per file")
+        crcs = list(h.symbol_crcs) if h.symbol_crcs is not None else None
+        return ParsedFile("lvae", h.image_size, h.latent_grid, h.lmb, strings, pixels,
+                          h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless)
+    if kind == "qres-official":
+        f = formats.read_qres_file(data)
+        if f.batch != 1:
+            raise BitstreamError(f"official QRes file with a batch of {f.batch} images; only single images are supported")
+        return ParsedFile(kind, f.image_size, f.latent_grid, None, [s[0] for s in f.latent_strings],
+                          f.pixel_strings[0] if f.pixel_strings else None, total_latents=len(f.latent_strings),
+                          notes=["official QRes file: no checksums; decoded strings are verified by re-encoding"],
+                          lossless=f.pixel_strings is not None)
+    f = formats.read_qarv_file(data)
+    return ParsedFile(kind, f.image_size, f.body.latent_grid, f.body.lmb, list(f.body.strings), None,
+                      total_latents=len(f.body.strings),
+                      notes=["official QARV file: no checksums; decoded strings are verified by re-encoding"])
+
+
+def check_model(codec: Codec, p: ParsedFile):
+    """Refuse a file that was not written by (a model compatible with) this codec's model."""
+    cfg = codec.config
+    if p.fmt == "lvae":
+        if p.model_id != model_identity(codec):
+            raise BitstreamError(
+                f"this file was written by model {p.model_name!r} with other weights or config "
+                f"(id {p.model_id.hex()}), not by the loaded {cfg.name!r} (id {model_identity(codec).hex()})")
+    elif p.fmt == "qarv-official" and cfg.family != "qarv":
+        raise BitstreamError(f"an official QARV file cannot be decoded with {cfg.name} ({cfg.family})")
+    elif p.fmt == "qres-official" and cfg.family != "qres":
+        raise BitstreamError(f"an official QRes file cannot be decoded with {cfg.name} ({cfg.family})")
+    if p.total_latents is not None and p.total_latents != codec.num_latents:
+        raise BitstreamError(f"the file has {p.total_latents} latent blocks, {cfg.name} has "
+                             f"{codec.num_latents} (wrong model?)")
+    if p.lossless != codec.model.lossless:
+        raise BitstreamError(f"a {'lossless' if p.lossless else 'lossy'} file cannot be decoded with "
+                             f"{'lossless' if codec.model.lossless else 'lossy'} {cfg.name}")
+    h, w = p.image_size
+    if imageio.padded_size(h, w, cfg.max_stride) != (p.grid[0] * cfg.max_stride, p.grid[1] * cfg.max_stride):
+        raise BitstreamError(f"image size {h}x{w} does not match the latent grid {p.grid}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Decompression
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodeResult:
+    image: np.ndarray              # (H, W, 3) float32 in [0, 1], cropped to the original size
+    fmt: str
+    blocks_decoded: int
+    total_blocks: int
+    lmb: float | None
+    seconds: float
+    notes: list
+    report: DecodeReport | None = None
+
+
+def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temperature: float = 0.0,
+               key=None, allow_partial: bool = False, verify: bool = True) -> DecodeResult:
+    """Decode a file of any layout. ``num_blocks``: decode only the first k latent blocks
+    (progressive); missing ones are the prior mean (``temperature`` 0) or sampled with ``key``.
+    ``allow_partial``: accept a truncated container and decode the latents it still has."""
+    t0 = time.perf_counter()
+    p = parse(data, allow_partial=allow_partial)
+    check_model(codec, p)
+    k = len(p.latents) if num_blocks is None else min(num_blocks, len(p.latents))
+    notes = list(p.notes)
+    if k < codec.num_latents:
+        notes.append(f"decoded {k} of {codec.num_latents} latent blocks; the rest "
+                     + ("at the prior mean" if temperature == 0 else f"sampled at temperature {temperature:g}"))
+    item = EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs)
+    report = DecodeReport()
+    img = codec.decode([item], p.lmb, num_blocks=k, temperature=temperature, key=key,
+                       verify=verify, robust=verify, report=report)[0]
+    notes += report.notes()
+    h, w = p.image_size
+    return DecodeResult(img[:h, :w], p.fmt, k, codec.num_latents, p.lmb, time.perf_counter() - t0, notes, report)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rate control
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RateControlResult:
+    data: bytes
+    lmb: float
+    trials: list                   # (λ, bytes) per trial
+    within_tolerance: bool
+    message: str
+
+
+def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lvae",
+                       tolerance: float = 0.02, max_iter: int = 30) -> RateControlResult:
+    """Variable-rate models: bisection on log λ (like the official ``test-at-target-bytes``)
+    for a file of ``target_bytes`` (± ``tolerance``). Returns the closest file not above the
+    target when possible, with a message saying how close it landed and, if the target is out of
+    reach, why."""
+    cfg = codec.config
+    if not cfg.variable_rate:
+        raise ValueError(f"{cfg.name} is fixed-rate: rate control needs a variable-rate model (qarv_base)")
+    lo, hi = (math.log(v) for v in cfg.lmb_range)
+    cache: dict = {}
+
+    def size_at(log_l):
+        lmb = float(np.float32(math.exp(log_l)))
+        if lmb not in cache:
+            cache[lmb] = compress(codec, image, lmb, fmt)
+        return lmb, cache[lmb]
+
+    lmin, dmin = size_at(lo)
+    lmax, dmax = size_at(hi)
+    if target_bytes < len(dmin):
+        return RateControlResult(dmin, lmin, [(lmin, len(dmin)), (lmax, len(dmax))], False,
+                                 f"target {target_bytes} B is below the smallest file this model makes "
+                                 f"for this image ({len(dmin)} B at the lowest λ = {lmin:g})")
+    if target_bytes > len(dmax):
+        return RateControlResult(dmax, lmax, [(lmin, len(dmin)), (lmax, len(dmax))],
+                                 abs(len(dmax) - target_bytes) <= tolerance * target_bytes,
+                                 f"target {target_bytes} B is above the largest file this model makes "
+                                 f"for this image ({len(dmax)} B at the highest λ = {lmax:g})")
+    a, b = lo, hi
+    for _ in range(max_iter):
+        lmb, d = size_at((a + b) / 2)
+        if abs(len(d) - target_bytes) <= tolerance * target_bytes and len(d) <= target_bytes:
+            break
+        if len(d) > target_bytes:
+            b = math.log(lmb)
+        else:
+            a = math.log(lmb)
+    trials = sorted((l, len(d)) for l, d in cache.items())
+    under = [(l, d) for l, d in cache.items() if len(d) <= target_bytes]
+    lmb, d = max(under, key=lambda x: len(x[1])) if under else min(cache.items(), key=lambda x: len(x[1]))
+    ok = abs(len(d) - target_bytes) <= tolerance * target_bytes
+    msg = (f"{len(d)} B at λ = {lmb:g} ({100 * (len(d) - target_bytes) / target_bytes:+.2f} % of the target)"
+           + ("" if ok else "; sizes change in steps larger than the tolerance around this target"))
+    return RateControlResult(d, lmb, trials, ok, msg)

@@ -1,0 +1,275 @@
+"""Images <-> per-latent byte strings: the device passes of :mod:`~lvae_jax.codec.engine` joined
+with CompressAI's range coder on host.
+
+This layer knows nothing about files: :mod:`lvae_jax.codec.api` adds padding, the container and
+the official layouts. Strings are exactly the official ones: latent i of image n is the rANS
+coding of ``round(qm − pm)`` in (C, h, w) order with the table indexes of its prior scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+from lvae_jax import numerics
+from lvae_jax.codec.engine import CodecEngine, from_coder_order, to_coder_order
+from lvae_jax.entropy import coder
+from lvae_jax.entropy.coder import BitstreamError
+from lvae_jax.codec.container import symbols_crc
+
+#: Relative distance of a prior scale to a table threshold below which its index may differ
+#: between two correct float32 implementations (see docs/cross_implementation.md).
+NEAR_BOUNDARY = 1e-5
+#: Single and pairwise index flips tried per latent before giving up.
+MAX_FLIP_TRIALS = 256
+
+
+@dataclass
+class DecodeReport:
+    """What robust decoding noticed. ``flips``: (string, number of indexes flipped, largest
+    relative distance to the boundary); ``at_risk``: string -> number of prior scales within
+    :data:`NEAR_BOUNDARY` of a table boundary in strings decoded without a symbol checksum."""
+    flips: list = field(default_factory=list)
+    at_risk: dict = field(default_factory=dict)
+
+    def notes(self) -> list[str]:
+        out = [f"{what}: {n} table index(es) at prior scales within {rel:.1e} of a table boundary were "
+               "flipped to match the encoder (float differences between implementations or devices)"
+               for what, n, rel in self.flips]
+        if self.at_risk:
+            total = sum(self.at_risk.values())
+            out.append(f"{total} prior scale(s) in {len(self.at_risk)} string(s) lie within {NEAR_BOUNDARY:g} "
+                       "of a table boundary; this file has no symbol checksums, so if it was written by "
+                       "another implementation the symbols there may differ (docs/cross_implementation.md)")
+        return out
+
+
+@dataclass
+class EncodedImage:
+    """The strings of one image: one per latent block (decoding order) and, for the lossless
+    model, the pixel string. ``grid``: (h, w) of the first latent = padded size / 64.
+    ``symbol_crcs``: CRC32 of each string's symbols (latents, then pixels), when known — the
+    decoder uses them to confirm (or recover) the encoder's table indexes."""
+    latents: list
+    pixels: bytes | None
+    grid: tuple
+    symbol_crcs: list | None = None
+
+
+class Codec:
+    """Compress and decompress (padded) images with one model.
+
+    ``model``: a loaded QRes or QARV :class:`~lvae_jax.models.HierarchicalVAE`.
+    """
+
+    def __init__(self, model):
+        self.engine = CodecEngine(model)
+        self.model = model
+        self.config = model.config
+
+    @property
+    def num_latents(self) -> int:
+        return self.engine.num_latents
+
+    def check_lmb(self, lmb):
+        """λ for a variable-rate model (required, within the trained range); None for QRes."""
+        cfg = self.config
+        if not cfg.variable_rate:
+            if lmb is not None:
+                raise ValueError(f"{cfg.name} is a fixed-rate model (λ = {cfg.default_lmb:g}); "
+                                 "do not pass a λ")
+            return None
+        if lmb is None:
+            raise ValueError(f"{cfg.name} is variable-rate: choose λ in {cfg.lmb_range} "
+                             f"(larger λ = higher quality and larger files; the official default is "
+                             f"the highest, {cfg.default_lmb:g})")
+        lo, hi = cfg.lmb_range
+        lmb = float(np.float32(lmb))
+        if not (lo <= lmb <= hi):
+            raise ValueError(f"λ = {lmb:g} is outside the range {cfg.name} was trained for, [{lo:g}, {hi:g}]")
+        return lmb
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def encode(self, images: np.ndarray, lmb=None) -> list[EncodedImage]:
+        """images: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64 -> one EncodedImage each.
+        One device pass for the whole batch, then host range coding per image and latent."""
+        lmb = self.check_lmb(lmb)
+        n, h, w, _ = images.shape
+        s = self.config.max_stride
+        enc = self.engine.encode(images, lmb)
+        lt = self.engine.latent_tables
+        out = []
+        for k in range(n):
+            strings, crcs = [], []
+            for sym, idx in zip(enc.symbols, enc.indexes):
+                flat = to_coder_order(sym[k])
+                strings.append(coder.encode(flat, to_coder_order(idx[k]), lt))
+                crcs.append(symbols_crc(flat))
+            pixels = None
+            if enc.pixel_symbols is not None:
+                flat = to_coder_order(enc.pixel_symbols[k])
+                pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.engine.pixel_tables)
+                crcs.append(symbols_crc(flat))
+            out.append(EncodedImage(strings, pixels, (h // s, w // s), crcs))
+        return out
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def decode(self, items: list[EncodedImage], lmb=None, *, num_blocks: int | None = None,
+               temperature: float = 0.0, key: jax.Array | None = None, verify: bool = True,
+               robust: bool = True, report: DecodeReport | None = None) -> np.ndarray:
+        """Decode a batch of images of the same size. -> (N, H, W, 3) float32 in [0, 1].
+
+        Progressive decoding: only the first ``num_blocks`` latents are read (default: all that
+        each item has); the rest are the prior mean (``temperature`` 0) or drawn from the prior at
+        ``temperature`` with ``key``. The lossless pixel string is used only when every latent was
+        decoded; otherwise the pixel mean is returned.
+        ``verify``: re-encode each decoded string and require the same bytes (catches corruption
+        and wrong table indexes). ``robust``: on a failed verification, retry with the indexes of
+        near-boundary prior scales flipped (:func:`decode_latent_robust`); what it notices goes
+        to ``report``.
+        """
+        if not items:
+            raise ValueError("nothing to decode")
+        lmb = self.check_lmb(lmb)
+        grid = items[0].grid
+        if any(it.grid != grid for it in items):
+            raise ValueError("a batch must hold images of one size")
+        available = min(len(it.latents) for it in items)
+        if available > self.num_latents:
+            raise coder.BitstreamError(f"{available} latent strings but {self.config.name} has "
+                                       f"{self.num_latents} latent blocks (wrong model?)")
+        k = available if num_blocks is None else min(num_blocks, available)
+        if k < 0:
+            raise ValueError("num_blocks must be >= 0")
+        if k < self.num_latents and temperature > 0 and key is None:
+            raise ValueError("sampling the missing latents at temperature > 0 needs a PRNG key")
+        lt = self.engine.latent_tables
+        n = len(items)
+
+        def choose_z(i, pm, pv, idx):
+            if i == self.num_latents:                      # lossless pixel head
+                return self._decode_pixels(items, pm, pv, idx, full=(k == self.num_latents),
+                                           verify=verify, robust=robust, report=report)
+            if i < k:
+                z = np.empty_like(pm)
+                for j, it in enumerate(items):
+                    what = f"latent block {i}" + (f" of image {j}" if n > 1 else "")
+                    if robust:
+                        sym = decode_latent_robust(it.latents[i], to_coder_order(idx[j]),
+                                                   to_coder_order_f(pv[j]), lt, report, what,
+                                                   expected_crc=_crc_of(it, i))
+                    else:
+                        sym = coder.decode(it.latents[i], to_coder_order(idx[j]), lt, verify=verify)
+                    z[j] = from_coder_order(sym, pm.shape[1:]).astype(np.float32) + pm[j]
+                return z
+            if temperature == 0:
+                return pm
+            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+            eps = np.asarray(jax.random.normal(k1, pm.shape))
+            u = np.asarray(jax.random.uniform(k2, pm.shape, minval=-0.5, maxval=0.5))
+            return pm + temperature * pv * eps + temperature * u
+
+        return self.engine.decode((n, *grid), lmb, choose_z)
+
+    def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report):
+        """Lossless head: pixel symbols + mean (in bins of 1/127.5) -> image, exactly like the
+        official ``GaussianNLLOutputNet.decompress`` and ``process_output``."""
+        if not full or any(it.pixels is None for it in items):
+            return numerics_process_output(mean * np.float32(numerics.PIXEL_BIN_SIZE))
+        x = np.empty_like(mean)
+        for j, it in enumerate(items):
+            pt = self.engine.pixel_tables
+            if robust:
+                sym = decode_latent_robust(it.pixels, to_coder_order(idx[j]), to_coder_order_f(scale[j]),
+                                           pt, report, "pixels", expected_crc=_crc_of(it, len(it.latents)))
+            else:
+                sym = coder.decode(it.pixels, to_coder_order(idx[j]), pt, verify=verify)
+            x[j] = (from_coder_order(sym, mean.shape[1:]).astype(np.float32) + mean[j]) * np.float32(
+                numerics.PIXEL_BIN_SIZE)
+        return numerics_process_output(x)
+
+
+def _crc_of(item: EncodedImage, i: int):
+    crcs = item.symbol_crcs
+    return None if crcs is None or i >= len(crcs) else crcs[i]
+
+
+def to_coder_order_f(a: np.ndarray) -> np.ndarray:
+    """Like :func:`~lvae_jax.codec.engine.to_coder_order`, for float arrays (prior scales)."""
+    return np.ascontiguousarray(np.asarray(a, np.float32).transpose(2, 0, 1)).reshape(-1)
+
+
+def numerics_process_output(x: np.ndarray) -> np.ndarray:
+    """:func:`lvae_jax.numerics.process_output` on host, in float32."""
+    return np.clip(np.asarray(x, np.float32), -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
+
+
+def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray, tables,
+                         report: DecodeReport | None = None, what: str = "latent",
+                         expected_crc: int | None = None) -> np.ndarray:
+    """Decode one string, making sure the table indexes are the encoder's.
+
+    A table index is a threshold on a float32 prior scale; the encoder (another device, or the
+    official PyTorch code) may have put a scale that lies within float error of a threshold on the
+    other side. Decoding with the neighbouring table usually breaks the string's self-consistency
+    (caught by re-encoding), but not always: adjacent tables are so alike that the string can
+    re-encode to itself with one symbol changed. So: decode with re-encoding verification and, when
+    ``expected_crc`` (the encoder's :func:`~lvae_jax.codec.container.symbols_crc`, stored by
+    lvae-jax's container) is known, compare the symbols' CRC. On a mismatch, retry with the indexes
+    of scales within :data:`NEAR_BOUNDARY` of a threshold flipped (singly, then in pairs, at most
+    :data:`MAX_FLIP_TRIALS`). Without ``expected_crc`` (official files) a silent flip cannot be
+    excluded; a note then says how many scales were at risk. ``indexes``/``scales``: flat, in coder
+    order."""
+    def attempt(idx):
+        out = coder.decode(string, idx, tables, verify=True)
+        if expected_crc is not None and symbols_crc(out) != expected_crc:
+            raise BitstreamError("decoded symbols do not match the encoder's checksum")
+        return out
+
+    try:
+        out = attempt(indexes)
+        if expected_crc is None and report is not None:
+            at_risk = int(np.sum(_near_boundary(scales, tables)[0] < NEAR_BOUNDARY))
+            if at_risk:
+                report.at_risk[what] = at_risk
+        return out
+    except BitstreamError as first:
+        error = first
+    rel, flip = _near_boundary(scales, tables)
+    cand = np.argsort(rel)[: int(np.sum(rel < NEAR_BOUNDARY))]
+    if cand.size == 0:
+        raise BitstreamError(f"{what}: {error} — no prior scale lies near a table boundary, so this is "
+                             "not a cross-implementation index flip: the file is corrupt or was "
+                             "written by another model") from None
+    trials = [(c,) for c in cand] + [(a, b) for i, a in enumerate(cand) for b in cand[i + 1:]]
+    n_tables = len(np.asarray(tables.scale_table))
+    for combo in trials[:MAX_FLIP_TRIALS]:
+        idx = np.array(indexes, np.int32, copy=True)
+        for c in combo:
+            idx[c] = np.clip(idx[c] + flip[c], 0, n_tables - 1)
+        try:
+            out = attempt(idx)
+        except BitstreamError:
+            continue
+        if report is not None:
+            report.flips.append((what, len(combo), float(rel[list(combo)].max())))
+        return out
+    raise BitstreamError(f"{what}: {error} — {cand.size} prior scales lie within {NEAR_BOUNDARY:g} of a "
+                         "table boundary and no combination of flipped indexes decodes: the encoder's "
+                         "floats differ too much, or the file is corrupt") from None
+
+
+def _near_boundary(scales, tables):
+    """Per scale: relative distance to the nearest index threshold, and the index change (±1)
+    that crossing it means."""
+    table = np.asarray(tables.scale_table, np.float32).astype(np.float64)[:-1]
+    s = np.maximum(np.asarray(scales, np.float32), np.float32(tables.bound)).astype(np.float64)
+    pos = np.clip(np.searchsorted(table, s), 1, len(table) - 1)
+    lo, hi = table[pos - 1], table[pos]
+    nearest = np.where(np.abs(s - lo) <= np.abs(hi - s), lo, hi)
+    flip = np.where(s > nearest, -1, 1).astype(np.int32)
+    return np.abs(s - nearest) / nearest, flip
