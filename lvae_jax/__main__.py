@@ -17,6 +17,9 @@ def main(argv=None) -> int:
     for name, (help_, add_args, _) in cli.COMMANDS.items():
         add_args(sub.add_parser(name, help=help_, description=help_))
     args = parser.parse_args(argv)
+    if args.command != "doctor":
+        from lvae_jax.runtime import enable_compilation_cache
+        enable_compilation_cache()
     return cli.COMMANDS[args.command][2](args) or 0
 
 

@@ -1,0 +1,28 @@
+"""Process-level JAX settings used by the command lines.
+
+:func:`enable_compilation_cache` turns on JAX's persistent compilation cache, so that the second
+run of a command (a decode is a dozen compiled steps per image size) skips XLA compilation. The
+directory is ``$LVAE_CACHE_DIR`` or ``~/.cache/lvae_jax/xla``; ``LVAE_CACHE_DIR=off`` disables it.
+Library code never calls this: it is the application's choice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    where = path or os.environ.get("LVAE_CACHE_DIR") or Path.home() / ".cache" / "lvae_jax" / "xla"
+    if str(where).lower() == "off":
+        return None
+    import jax
+    where = Path(where)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return where

@@ -1,0 +1,228 @@
+"""The codec end to end on tiny random models: round trips, formats, odd images, progressive and
+partial decoding, wrong models, rate control and the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import lvae_jax
+from lvae_jax import image as imageio
+from lvae_jax.checkpoint.orbax_io import save_model
+from lvae_jax.codec import api, container
+from lvae_jax.codec.core import Codec, DecodeReport, decode_latent_robust
+from lvae_jax.entropy import coder
+from lvae_jax.entropy.coder import BitstreamError
+from lvae_jax.models import zoo
+from parity_support import REPO, shared_dir
+
+IMAGES = shared_dir() / "images"
+
+
+def _perturbed(model, seed=1, scale=0.5):
+    """Move a tiny model's parameters off their initialisation (zero-initialised layers would make
+    every latent equal its prior mean and hide bugs)."""
+    from flax import nnx
+    graphdef, state = nnx.split(model)
+    leaves, tree = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [x + scale * jax.random.normal(k, x.shape) * (1.0 if x.ndim < 2 else 1.0 / np.sqrt(np.prod(x.shape[:-1])))
+              for x, k in zip(leaves, keys)]
+    return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
+
+
+TINY = {
+    "qres": lambda: zoo.qres34m_config(ch=8, enc_nums=(1,) * 5, dec_nums=(1,) * 5, name="tiny_qres"),
+    "qarv": lambda: zoo.qarv_base_config(ch=16, enc_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1, 1, 1, 1),
+                                         z_dims=(4, 4, 4, 4), embed_dim=16, name="tiny_qarv"),
+    "lossless": lambda: zoo.qres34m_lossless_config(ch=8, enc_nums=(1,) * 5, dec_nums=(1,) * 5,
+                                                    name="tiny_lossless"),
+}
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    return {k: Codec(_perturbed(lvae_jax.build_model(f()))) for k, f in TINY.items()}
+
+
+def _lmb(kind):
+    return 300.0 if kind == "qarv" else None
+
+
+def load(name):
+    return imageio.load_rgb8(IMAGES / name)[0]
+
+
+def test_round_trip_equals_eval_reconstruction(codecs):
+    """decompress(compress(x)) is the eval-mode reconstruction, for an image not a multiple of 64."""
+    im = load("collie128.png")[:100, :90]
+    for kind in ("qres", "qarv"):
+        c = codecs[kind]
+        data = api.compress(c, im, _lmb(kind))
+        res = api.decompress(c, data)
+        assert res.image.shape == im.shape and res.fmt == "lvae"
+        assert not res.report.flips and not res.report.at_risk, res.notes
+        x = imageio.pad_to_multiple(imageio.to_float(im))[None]
+        out = c.model(x, _lmb(kind), training=False)
+        ref = np.asarray(jax.numpy.clip(out.x_hat, -1, 1) * 0.5 + 0.5)[0, :100, :90]
+        assert np.abs(res.image - ref).max() < 1e-5
+
+
+def test_lossless_is_exact(codecs):
+    c = codecs["lossless"]
+    for name in ("gun128.png", "celaba64-1.png"):
+        im = load(name)[:70, :67]
+        res = api.decompress(c, api.compress(c, im))
+        assert np.array_equal(imageio.to_uint8(res.image), im)
+
+
+def test_batch_encoding_gives_the_same_files(codecs):
+    c = codecs["qarv"]
+    ims = [load("collie64.png"), load("celaba64-2.png"), load("gun128.png")]
+    batch = api.compress_batch(c, ims, 300.0)
+    assert batch == [api.compress(c, im, 300.0) for im in ims]
+
+
+def test_official_layouts_round_trip(codecs):
+    im = load("collie64.png")
+    for kind in ("qres", "qarv", "lossless"):
+        c = codecs[kind]
+        data = api.compress(c, im, _lmb(kind), fmt="official")
+        assert container.sniff(data) == ("qarv-official" if kind == "qarv" else "qres-official")
+        res = api.decompress(c, data)
+        ours = api.decompress(c, api.compress(c, im, _lmb(kind)))
+        assert np.array_equal(res.image, ours.image)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 200), (64, 64), (65, 129)])
+def test_odd_sizes(codecs, size):
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    c = codecs["qres"]
+    assert api.decompress(c, api.compress(c, im)).image.shape == im.shape
+
+
+def test_wrong_model_and_wrong_family_are_refused(codecs):
+    im = load("collie64.png")
+    data = api.compress(codecs["qres"], im)
+    other = Codec(_perturbed(lvae_jax.build_model(TINY["qres"]()), seed=7))
+    with pytest.raises(BitstreamError, match="other weights or config"):
+        api.decompress(other, data)
+    with pytest.raises(BitstreamError):
+        api.decompress(codecs["qarv"], data)
+    with pytest.raises(BitstreamError, match="QARV"):
+        api.decompress(codecs["qres"], api.compress(codecs["qarv"], im, 300.0, fmt="official"))
+
+
+def test_lambda_is_explicit_and_checked(codecs):
+    im = load("collie64.png")
+    with pytest.raises(ValueError, match="variable-rate"):
+        api.compress(codecs["qarv"], im)
+    with pytest.raises(ValueError, match="outside the range"):
+        api.compress(codecs["qarv"], im, 5000.0)
+    with pytest.raises(ValueError, match="fixed-rate"):
+        api.compress(codecs["qres"], im, 64.0)
+
+
+def test_progressive_and_truncated_files(codecs):
+    c = codecs["qarv"]
+    im = load("gun128.png")
+    data = api.compress(c, im, 300.0)
+    L = c.num_latents
+    full = api.decompress(c, data).image
+    assert np.array_equal(api.decompress(c, data, num_blocks=L).image, full)
+    zero = api.decompress(c, data, num_blocks=0).image
+    prior = np.asarray(c.model.sample(jax.random.key(0), 1, 2, 2, lmb=300.0, temperature=0.0))[0]
+    assert np.abs(zero - prior).max() < 1e-5
+    hot = api.decompress(c, data, num_blocks=1, temperature=1.0, key=jax.random.key(3)).image
+    assert not np.array_equal(hot, api.decompress(c, data, num_blocks=1).image)
+    # A container cut inside latent block 2 decodes blocks 0-1 with --partial, and is refused without.
+    h = container.read_header(data)
+    cut = h.header_size + sum(h.chunk_lengths[:2]) + 3
+    with pytest.raises(BitstreamError, match="truncated"):
+        api.decompress(c, data[:cut])
+    part = api.decompress(c, data[:cut], allow_partial=True)
+    assert part.blocks_decoded == 2 and np.array_equal(part.image, api.decompress(c, data, num_blocks=2).image)
+
+
+def test_corrupt_files_raise_clear_errors(codecs):
+    c = codecs["qres"]
+    data = bytearray(api.compress(c, load("collie64.png")))
+    for pos in (0, 10, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[pos] ^= 0x40
+        with pytest.raises(BitstreamError):
+            api.decompress(c, bytes(bad))
+    with pytest.raises(BitstreamError):
+        api.decompress(c, b"garbage" * 10)
+
+
+def test_index_flip_recovered_by_symbol_checksum():
+    """A string written with one index on the other side of a table boundary than the decoder
+    computes is recovered exactly thanks to the symbol CRC; the report says so."""
+    from lvae_jax.entropy.tables import get_tables
+    t = get_tables("qres_latent")
+    rng = np.random.default_rng(0)
+    n = 2000
+    mids = np.sqrt(t.scale_table[:-1].astype(np.float64) * t.scale_table[1:])   # far from thresholds
+    scales = mids[rng.integers(5, 50, n)].astype(np.float32)
+    j = 777
+    thr = t.scale_table[30]
+    scales[j] = np.nextafter(thr, np.float32(100))          # just above a threshold (decoder side)
+    idx_dec = t.build_indexes(scales)
+    idx_enc = idx_dec.copy()
+    idx_enc[j] -= 1                                          # the encoder's scale was just below it
+    sym = np.round(rng.normal(0, scales)).astype(np.int32)
+    string = coder.encode(sym, idx_enc, t)
+    rep = DecodeReport()
+    out = decode_latent_robust(string, idx_dec, scales, t, rep, "test", expected_crc=container.symbols_crc(sym))
+    assert np.array_equal(out, sym) and rep.flips and rep.flips[0][1] == 1
+    with pytest.raises(BitstreamError, match="not a cross-implementation"):
+        far = scales.copy()
+        far[j] = thr * 1.5
+        decode_latent_robust(string, t.build_indexes(far), far, t, DecodeReport(), "test",
+                             expected_crc=container.symbols_crc(sym) ^ 1)
+
+
+def test_rate_control(codecs):
+    c = codecs["qarv"]
+    im = load("house256.png")
+    lo = len(api.compress(c, im, c.config.lmb_range[0]))
+    hi = len(api.compress(c, im, c.config.lmb_range[1]))
+    target = (lo + hi) // 2
+    res = api.compress_to_target(c, im, target_bytes=target)
+    assert abs(len(res.data) - target) <= 0.02 * target or not res.within_tolerance
+    assert len(res.data) <= target or not res.within_tolerance
+    if res.within_tolerance:
+        assert "% of the target" in res.message
+    out = api.compress_to_target(c, im, target_bytes=lo // 2)
+    assert not out.within_tolerance and "below the smallest" in out.message
+    with pytest.raises(ValueError, match="fixed-rate"):
+        api.compress_to_target(codecs["qres"], im, target_bytes=1000)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lvae_jax", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_compress_decompress(codecs, tmp_path):
+    save_model(codecs["qarv"].model, tmp_path / "m")
+    src = IMAGES / "collie128.png"
+    r = _cli("compress", src, tmp_path / "x.lvae", "--ckpt", tmp_path / "m", "--lmb", "300")
+    assert r.returncode == 0, r.stderr
+    assert "bpp" in r.stdout and "λ = 300" in r.stdout
+    r = _cli("decompress", tmp_path / "x.lvae", tmp_path / "x.png", "--ckpt", tmp_path / "m",
+             "--original", src, "--strip", tmp_path / "strip.png")
+    assert r.returncode == 0, r.stderr
+    assert "PSNR" in r.stdout and (tmp_path / "x.png").is_file() and (tmp_path / "strip.png").is_file()
+    bad = tmp_path / "bad.lvae"
+    bad.write_bytes((tmp_path / "x.lvae").read_bytes()[:-5])
+    r = _cli("decompress", bad, tmp_path / "y.png", "--ckpt", tmp_path / "m")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+    r = _cli("compress", src, tmp_path / "z.lvae", "--ckpt", tmp_path / "m")
+    assert r.returncode == 2 and "variable-rate" in r.stderr
