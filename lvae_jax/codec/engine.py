@@ -159,12 +159,16 @@ class CodecEngine:
         return self._steps["final"]
 
     def _embed(self, lmb, n):
-        if "embed" not in self._steps:
+        """The λ embedding (N, embed_dim) of a variable-rate model, or None."""
+        if not self.config.variable_rate:
+            return None
+        key = ("embed", n)
+        if key not in self._steps:
             def embed(state, lmb):
                 model = nnx.merge(self.graphdef, state)
                 return model.embed(model.lmb_array(lmb, n))
-            self._steps["embed"] = jax.jit(embed)
-        return self._steps["embed"](self.state, lmb) if self.config.variable_rate else None
+            self._steps[key] = jax.jit(embed)
+        return self._steps[key](self.state, lmb)
 
     def decode(self, latent_grid: tuple[int, int, int], lmb, choose_z) -> np.ndarray:
         """Sequential decoding.

@@ -337,7 +337,9 @@ class HierarchicalVAE(nnx.Module):
 
         ``h, w`` are the latent grid of the first block (image size / 64). Missing latents are
         drawn at ``temperature`` t: QRes/QARV ``z = pm + t·pv·ε + t·u``, rd ``z = pm + t·pv·ε``;
-        t = 0 takes the prior mean. Returns images (N, 64h, 64w, 3) in [0, 1].
+        t = 0 takes the prior mean. Returns images (N, 64h, 64w, 3) in [0, 1]; for the lossless
+        model the pixel *mean* (``lvae_jax.generative.sample`` also samples its pixels, like the
+        official ``uncond_sample``).
         """
         lmb_arr = self.lmb_array(lmb, n)
         emb = self.embed(lmb_arr)
