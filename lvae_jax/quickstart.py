@@ -70,8 +70,11 @@ def run(args) -> int:
     t_start = time.perf_counter()
     ckpt = Path(args.ckpt) if args.ckpt else demo_model_dir()
     info = read_info(ckpt)
-    label = info.get("meta", {}).get("label") or info["config"]["name"]
+    meta = info.get("meta", {})
+    label = info["config"]["name"]
     print(f"model: {label} ({ckpt})")
+    if meta.get("demo"):
+        print(f"note: {meta.get('description', 'a demo model, not an official one')}")
     codec = Codec(load_model(ckpt))
     cfg = codec.config
     images = _sample_images(args.images, args.max_side)
