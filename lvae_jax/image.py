@@ -21,22 +21,83 @@ class ImageError(ValueError):
     """An image cannot be read or converted to 8-bit RGB."""
 
 
-def load_rgb8(source, alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
+def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Read an image file (path or bytes) as (H, W, 3) uint8 RGB. Returns (array, notes).
 
     ``alpha``: ``"refuse"`` (default) refuses an alpha channel that is not fully opaque,
-    ``"drop"`` discards it (with a note).
+    ``"drop"`` discards it (with a note). 16-bit RGB(A) and gray+alpha PNG/TIFF files, which
+    Pillow opens as 8-bit by keeping the high byte, are decoded at full depth (imagecodecs) and
+    rounded like every 16-bit image; a multi-frame file (GIF, TIFF, APNG) is read at its first
+    frame, with a note.
     """
     from PIL import Image, UnidentifiedImageError
-    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    if isinstance(source, (bytes, bytearray)):
+        data, name = bytes(source), name or "<bytes>"
+    else:
+        name = name or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{name}: no such file") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        img = Image.open(io.BytesIO(data))
         img.load()
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
-    return to_rgb8(img, name, alpha)
+    notes = []
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"{name}: has {frames} frames; only the first is used")
+    deep = _decode_deep_rgb(data, img, name, alpha)
+    rgb, more = deep if deep is not None else to_rgb8(img, name, alpha)
+    return rgb, notes + more
+
+
+def _alpha_notes(opaque: bool, name: str, alpha: str) -> list[str]:
+    """The alpha-channel rule: an opaque channel is dropped with a note; a non-opaque one is
+    refused unless ``alpha == "drop"``."""
+    if opaque:
+        return [f"{name}: fully opaque alpha channel dropped"]
+    if alpha != "drop":
+        raise ImageError(f"{name}: has a non-opaque alpha channel; the codecs are RGB only "
+                         "(pass --alpha drop to discard it)")
+    return [f"{name}: non-opaque alpha channel discarded"]
+
+
+def reduce_16bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit pixels to 8 bits: ``round(x / 257)`` (exact for images widened by ``x · 257``)."""
+    return np.clip(np.round(np.asarray(arr, np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _decode_deep_rgb(data: bytes, img, name: str, alpha: str):
+    """Full-depth decode of a 16-bit RGB, RGBA or gray+alpha PNG/TIFF (which Pillow opens as
+    8-bit by keeping the high byte) as (rgb8, notes), or None for every other image."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
+        return None
+    import imagecodecs
+    arr = None
+    if img.format == "PNG" and len(data) > 25 and data[24] == 16:   # IHDR bit depth
+        arr = imagecodecs.png_decode(data)
+    elif img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        if max(bits) > 8:
+            arr = imagecodecs.tiff_decode(data)    # the first page, full depth
+    if arr is None:
+        return None
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4):
+        raise ImageError(f"{name}: a deep image with shape {arr.shape} and dtype {arr.dtype} is "
+                         "not supported (convert it to 8-bit RGB first)")
+    notes = [f"{name}: 16-bit pixels reduced to 8 bits (round(x / 257))"]
+    if arr.shape[-1] in (2, 4):
+        notes += _alpha_notes(bool(arr[..., -1].min() == 65535), name, alpha)
+        arr = arr[..., :-1]
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+        notes.append(f"{name}: grayscale replicated to RGB")
+    return reduce_16bit(arr), notes
 
 
 def to_rgb8(img, name: str = "image", alpha: str = "refuse") -> tuple[np.ndarray, list[str]]:
@@ -48,8 +109,7 @@ def to_rgb8(img, name: str = "image", alpha: str = "refuse") -> tuple[np.ndarray
     if mode == "RGB":
         return np.asarray(img, np.uint8).copy(), notes
     if mode in ("I;16", "I;16B", "I;16L", "I;16N") or (mode == "I" and _is_16bit(img)):
-        arr = np.asarray(img).astype(np.float64)
-        arr8 = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        arr8 = reduce_16bit(np.asarray(img))
         notes.append(f"{name}: 16-bit grayscale reduced to 8 bits and replicated to RGB")
         return np.repeat(arr8[..., None], 3, axis=-1), notes
     if mode in ("I", "F"):
@@ -57,14 +117,7 @@ def to_rgb8(img, name: str = "image", alpha: str = "refuse") -> tuple[np.ndarray
                          "are not supported; convert to 8- or 16-bit first")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        a = np.asarray(rgba)[..., 3]
-        if a.min() < 255:
-            if alpha != "drop":
-                raise ImageError(f"{name}: has a non-opaque alpha channel; the codecs are RGB only "
-                                 "(pass --alpha drop to discard it)")
-            notes.append(f"{name}: non-opaque alpha channel discarded")
-        else:
-            notes.append(f"{name}: fully opaque alpha channel dropped")
+        notes += _alpha_notes(bool(np.asarray(rgba)[..., 3].min() == 255), name, alpha)
         rgb = np.asarray(rgba, np.uint8)[..., :3].copy()
         if mode in ("LA", "La"):
             notes.append(f"{name}: grayscale replicated to RGB")

@@ -1,15 +1,11 @@
 """Test images for evaluation: every image of a folder, or of a prepared TFDS dataset.
 
 Each image arrives as :class:`EvalImage` — a name, (H, W, 3) uint8 RGB pixels and the notes of
-any conversion. Conversions follow :func:`lvae_jax.image.to_rgb8`: grayscale and palette images
-are expanded to RGB, a fully opaque alpha channel is dropped, 16-bit images are reduced with
-``round(x / 257)``; each is reported in ``notes``. A non-opaque alpha channel is refused unless
-``alpha="drop"``, and so are float or 32-bit images — evaluation never guesses.
-
-Two cases Pillow would get silently wrong are handled here: 16-bit RGB, RGBA and gray+alpha PNG
-and TIFF files, which Pillow opens as 8-bit by keeping the high byte, are decoded at full depth
-with imagecodecs and rounded like 16-bit grayscale; a multi-frame file (GIF, TIFF, APNG) is
-evaluated on its first frame, with a note.
+any conversion. Conversions are those of :func:`lvae_jax.image.load_rgb8` (the same as ``compress``): grayscale
+and palette images are expanded to RGB, a fully opaque alpha channel is dropped, 16-bit images are
+reduced with ``round(x / 257)`` (decoded at full depth, not Pillow's high byte), a multi-frame file
+is taken at its first frame; each is reported in ``notes``. A non-opaque alpha channel is refused
+unless ``alpha="drop"``, and so are float or 32-bit images — evaluation never guesses.
 
 Folders are read like the official ``imcoding_evaluate`` reads them (recursive, sorted paths),
 but only files whose suffix Pillow knows are taken and hidden files/folders are skipped, so a
@@ -25,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lvae_jax.image import ImageError, to_rgb8
+from lvae_jax.image import ImageError, load_rgb8, reduce_16bit, to_rgb8
 
 
 @dataclass(frozen=True)
@@ -67,65 +63,10 @@ def list_image_files(root) -> list[Path]:
 
 
 def read_image(path, alpha: str = "refuse", name: str | None = None) -> EvalImage:
-    """Read one image file as 8-bit RGB (see the module docstring for the conversions)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read one image file as 8-bit RGB (see :func:`lvae_jax.image.load_rgb8`)."""
     path = Path(path)
-    name = name or str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{name}: not a readable image ({e})") from None
-    notes = []
-    frames = getattr(img, "n_frames", 1)
-    if frames > 1:
-        notes.append(f"{name}: has {frames} frames; only the first is evaluated")
-    deep = _deep_rgb(data, img, name, alpha)
-    if deep is not None:
-        rgb, more = deep
-        return EvalImage(name, rgb, tuple(notes + more))
-    rgb, more = to_rgb8(img, name, alpha)
-    return EvalImage(name, rgb, tuple(notes + more))
-
-
-def _deep_rgb(data: bytes, img, name: str, alpha: str):
-    """Full-depth decode of a 16-bit RGB, RGBA or gray+alpha PNG/TIFF (which Pillow opens as
-    8-bit by keeping the high byte), or None for every other image."""
-    if img.mode not in ("RGB", "RGBA", "LA"):
-        return None
-    import imagecodecs
-    arr = None
-    if img.format == "PNG" and len(data) > 25 and data[24] == 16:   # IHDR bit depth
-        arr = imagecodecs.png_decode(data)
-    elif img.format == "TIFF":
-        bits = img.tag_v2.get(258, (8,))
-        bits = bits if isinstance(bits, tuple) else (bits,)
-        if max(bits) > 8:
-            arr = imagecodecs.tiff_decode(data)    # the first page, full depth
-    if arr is None:
-        return None
-    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4):
-        raise ImageError(f"{name}: a deep image with shape {arr.shape} and dtype {arr.dtype} is "
-                         "not supported (convert it to 8-bit RGB first)")
-    notes = []
-    if arr.shape[-1] in (2, 4):
-        if arr[..., -1].min() < 65535:
-            if alpha != "drop":
-                raise ImageError(f"{name}: has a non-opaque alpha channel; the codecs are RGB "
-                                 "only (pass --alpha drop to discard it)")
-            notes.append(f"{name}: non-opaque alpha channel discarded")
-        else:
-            notes.append(f"{name}: fully opaque alpha channel dropped")
-        arr = arr[..., :-1]
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-        notes.append(f"{name}: grayscale replicated to RGB")
-    rgb = np.clip(np.round(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-    return rgb, [f"{name}: 16-bit pixels reduced to 8 bits (round(x / 257))"] + notes
+    rgb, notes = load_rgb8(path, alpha=alpha, name=name or str(path))
+    return EvalImage(name or str(path), rgb, tuple(notes))
 
 
 def iter_folder(root, alpha: str = "refuse") -> Iterator[EvalImage]:
@@ -173,7 +114,7 @@ def array_to_eval_image(arr, name: str, alpha: str = "refuse") -> EvalImage:
                          f"got shape {np.asarray(arr).shape}")
     notes = []
     if a.dtype == np.uint16:
-        a = np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+        a = reduce_16bit(a)
         notes.append(f"{name}: 16-bit pixels reduced to 8 bits (round(x / 257))")
     elif a.dtype != np.uint8:
         raise ImageError(f"{name}: pixels of dtype {a.dtype} are not supported (uint8 or uint16)")
