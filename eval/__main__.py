@@ -18,6 +18,11 @@ examples:
   python -m eval bd-rate kodak-vtm18.0.json kodak-qarv_base.json kodak-qres34m.json
   python -m eval plot kodak.png kodak-qarv_base.json kodak-qres34m.json --anchor kodak-vtm18.0.json
   python -m eval baselines /data/kodak --out kodak-classical.json --codecs jpeg,webp,avif,jxl
+  python -m eval rd --ckpt qarv_base/ /data/kodak --plot kodak.png --anchor kodak-vtm18.0.json
+  python -m eval rd --ckpt qres34m-lmb16/ --ckpt qres34m-lmb64/ /data/kodak --format lvae
+  python -m eval estimate --ckpt rd_model_base/ /data/kodak --seed 0
+  python -m eval speed --models qres34m qarv_base --official-python ~/ref/bin/python \
+      --official-src ~/src/lossy-vae
 
 exit status: 0 success, 1 some figure could not be computed, 2 bad input or usage.
 """
@@ -210,6 +215,274 @@ def baselines_command(args) -> int:
     print(f"wrote {path} ({len(curves)} curve{'s' if len(curves) > 1 else ''}, test set "
           f"{test_set!r})")
     return 0
+
+
+# ===================================================================== model evaluation
+#: Image-source options shared by the commands that read test images.
+SOURCE_ARGS = (
+    arg("--alpha", choices=("refuse", "drop"), default="refuse",
+        help="images with a non-opaque alpha channel: refuse (default) or drop the alpha"),
+    arg("--split", default="test", help="TFDS split (tfds:NAME only; default: test)"),
+    arg("--data-dir", help="TFDS data directory (tfds:NAME only)"),
+    arg("--image-key", default="image", help="TFDS image feature (tfds:NAME only)"),
+)
+
+#: Options of the commands that evaluate model directories.
+MODEL_ARGS = (
+    arg("--ckpt", action="append", required=True, metavar="DIR",
+        help="model directory (lvae_model.json + params/, from python -m convert or training); "
+             "repeat it for fixed-rate QRes models, one point per directory"),
+    arg("images", metavar="IMAGES",
+        help="folder of test images (recursive), or tfds:NAME for a prepared TFDS dataset"),
+    arg("--model", metavar="NAME", help="expected model name (an error if a DIR holds another)"),
+    arg("--lambdas", nargs="+", type=float, metavar="λ",
+        help="λ values of a variable-rate model (within its trained range)"),
+    arg("--num-lambdas", type=int, metavar="N",
+        help="N values of λ spaced like the official scripts, exp(linspace(log lo, log hi, N))"),
+    arg("--lmb-range", nargs=2, type=float, metavar=("LO", "HI"),
+        help="λ range of --num-lambdas (default: the model's range)"),
+    arg("--out", metavar="RESULTS.json",
+        help="results file to write (default: TEST_SET-NAME.json in the current folder)"),
+    arg("--plot", metavar="RD.png", help="also draw the RD plot (PSNR vs bpp)"),
+    arg("--anchor", action="append", default=[], metavar="X.json",
+        help="anchor curve for the plot and BD-rate, e.g. kodak-vtm18.0.json; repeatable (the "
+             "first is the BD-rate reference)"),
+    arg("--compare", action="append", default=[], metavar="X.json",
+        help="further curve drawn in the plot, e.g. the official results; repeatable"),
+    arg("--method", choices=BD_METHODS, default="cubic", help="BD-rate curve fit (see bd-rate)"),
+    arg("--name", help="method name in the results (default: the model's name)"),
+    arg("--test-set", help="test-set name for the results (default: the folder or dataset name)"),
+    *SOURCE_ARGS,
+    arg("--quiet", action="store_true", help="no progress bar or notes"),
+)
+
+
+def _open_source(args):
+    """-> (EvalImage iterator, test-set name, number of images or None)."""
+    from lvae_jax.evaluation.images import list_image_files, open_images
+    source = str(args.images)
+    images = open_images(source, split=args.split, data_dir=args.data_dir,
+                         image_key=args.image_key, alpha=args.alpha)
+    if source.startswith("tfds:"):
+        return images, args.test_set or source[len("tfds:"):], None
+    path = Path(source).expanduser()
+    return images, args.test_set or path.resolve().name, len(list_image_files(path))
+
+
+def _load_models(args):
+    from lvae_jax.evaluation.model_eval import load_models
+    from lvae_jax.runtime import enable_compilation_cache
+    enable_compilation_cache()
+    return load_models(args.ckpt, expect_name=args.model)
+
+
+def _check_plot_args(args, models) -> None:
+    if (args.plot or args.anchor or args.compare) and models[0].lossless:
+        raise UsageError("a lossless model has no RD curve: --plot, --anchor and --compare do "
+                         "not apply")
+    if (args.compare) and not args.plot:
+        raise UsageError("--compare draws curves in the plot: give --plot too")
+
+
+def _finish(args, result, what: str) -> int:
+    """Write the result (and plot), print a summary; the exit status."""
+    from lvae_jax.evaluation.model_eval import LosslessResult, save_result
+    out = args.out or f"{result.test_set or 'images'}-{result.name}.json"
+    path = save_result(result, out)
+    if isinstance(result, LosslessResult):
+        print(f"{result.name} on {result.test_set}: {result.bpp:.4f} bpp, "
+              f"{result.bpsp:.4f} bits per sub-pixel ({what})"
+              + ("" if result.exact is None else
+                 f", {'every image decoded exactly' if result.exact else 'NOT EXACT'}"))
+        bad = [r["image"] for r in result.per_image if r.get("exact") is False]
+        for name in bad:
+            print(f"error: {name} did not decode exactly", file=sys.stderr)
+        print(f"wrote {path}")
+        return 1 if bad else 0
+    _print_curve(result)
+    if args.anchor:
+        _print_bd(args, result)
+    if args.plot:
+        from lvae_jax.evaluation.plot import plot_rd
+        plot = plot_rd(args.plot, [result, *args.compare], args.anchor,
+                       bd_anchor=0 if args.anchor else None, method=args.method)
+        print(f"wrote {plot}")
+    print(f"wrote {path} ({what})")
+    return 0
+
+
+def _print_curve(curve) -> None:
+    cols = [("λ", curve.lambdas, "{:>10.4g}"), ("bpp", curve.bpp, "{:>10.5f}"),
+            ("PSNR (dB)", curve.psnr, "{:>10.4f}")]
+    if curve.ms_ssim is not None:
+        cols.append(("MS-SSIM", curve.ms_ssim, "{:>10.5f}"))
+    print(f"{curve.label}" + (f" on {curve.test_set}" if curve.test_set else ""))
+    print("  ".join(f"{title:>10}" for title, _, _ in cols))
+    for i in range(len(curve)):
+        print("  ".join(fmt.format(values[i]) for _, values, fmt in cols))
+
+
+def _print_bd(args, curve) -> None:
+    from lvae_jax.evaluation.bd_rate import BDError, compare
+    from lvae_jax.evaluation.rd_json import load_rd
+    anchor = load_rd(args.anchor[0])
+    try:
+        r = compare(anchor, curve, method=args.method)
+        print(f"BD-rate vs {anchor.label}: {r.bd_rate:+.2f} %, BD-PSNR {r.bd_psnr:+.3f} dB "
+              f"({args.method})")
+    except BDError as e:
+        print(f"BD-rate vs {anchor.label}: n/a ({e})")
+
+
+@command(
+    "rd", "RD curve of a model from real bitstreams on an image folder",
+    *MODEL_ARGS,
+    arg("--format", choices=("official", "lvae"), default="official",
+        help="file layout whose size is the rate: 'official' (default; what the official "
+             "compress_file writes, comparable with the official results) or 'lvae' (the "
+             "lvae-jax container: a checked header with model id and CRCs, a little larger)"),
+    arg("--ms-ssim", action="store_true",
+        help="also compute MS-SSIM (needs images of at least 161x161 pixels)"),
+    arg("--batch-size", type=int, default=4, metavar="N",
+        help="images of one padded size per device pass (default 4)"),
+    arg("--keep-bitstreams", metavar="DIR", help="also keep every compressed file in DIR"),
+)
+def rd_command(args) -> int:
+    """Compress and decompress every test image at every λ and write the RD curve: bpp from the
+    size of the whole compressed file (headers included) over the original H×W, RGB PSNR of the
+    decoded float image per image, then averaged over images (as the official
+    eval-var-rate.py / eval-fix-rate.py). A variable-rate model is swept over λ (default: 16
+    values over its range, as eval-var-rate.py); a fixed-rate QRes model gives one point at its
+    trained λ (pass one --ckpt per λ for a curve); the lossless model reports its bpp and checks
+    that every image decodes exactly. Per-image results go to results['per-image']."""
+    from lvae_jax.evaluation.model_eval import evaluate_bitstreams
+
+    if args.lambdas is not None and (args.num_lambdas is not None or args.lmb_range is not None):
+        raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
+    images, test_set, count = _open_source(args)     # a missing or empty folder fails first
+    models = _load_models(args)
+    _check_plot_args(args, models)
+    log = None if args.quiet else (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    result = evaluate_bitstreams(
+        models, images, args.lambdas, num_lambdas=args.num_lambdas, lmb_range=args.lmb_range,
+        fmt=args.format, with_ms_ssim=args.ms_ssim, batch_size=args.batch_size, name=args.name,
+        test_set=test_set, keep_dir=args.keep_bitstreams, num_images=count,
+        progress=not args.quiet, log=log)
+    return _finish(args, result, f"real bitstreams, {args.format} layout")
+
+
+@command(
+    "estimate", "RD curve of a model from its estimated rates (no entropy coder)",
+    *MODEL_ARGS,
+    arg("--seed", type=int, default=0,
+        help="PRNG seed of rd_model_base's latent draws (default 0)"),
+    arg("--draws", type=int, default=1,
+        help="rd_model_base: latent draws per image and λ, averaged (default 1, the official)"),
+    arg("--bpp-pixels", choices=("original", "padded"),
+        help="bpp denominator: the original or the padded H×W (default: rd_model_base padded, as "
+             "its evaluate.py; QARV and QRes original)"),
+)
+def estimate_command(args) -> int:
+    """Evaluate a model with its eval-mode forward pass: bpp from the theoretical rates (−log2 of
+    the prior probability of the quantised latents; rd_model_base: the KL of its sampled
+    latents), PSNR of the reconstruction, per image then averaged. Every model family:
+    rd_model_base and QARV follow their official protocols (λ grids of rd/evaluate.py and
+    QARV's self_evaluate: 16 and 8 values), QRes gives one point per model directory, the
+    lossless model its estimated bpp (latents + pixels)."""
+    import jax
+
+    from lvae_jax.evaluation.model_eval import estimate
+
+    if args.lambdas is not None and (args.num_lambdas is not None or args.lmb_range is not None):
+        raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
+    if args.draws < 1:
+        raise UsageError(f"--draws must be >= 1, got {args.draws}")
+    images, test_set, count = _open_source(args)
+    models = _load_models(args)
+    _check_plot_args(args, models)
+    log = None if args.quiet else (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    result = estimate(models, images, args.lambdas, num_lambdas=args.num_lambdas,
+                      lmb_range=args.lmb_range, key=jax.random.key(args.seed), draws=args.draws,
+                      bpp_pixels=args.bpp_pixels, name=args.name, test_set=test_set,
+                      num_images=count, progress=not args.quiet, log=log)
+    if models[0].config.family == "rd":
+        result.meta["seed"] = args.seed
+    return _finish(args, result, "estimated rates, no bitstream")
+
+
+# ===================================================================== speed
+def benchmark_script() -> Path:
+    """The codec benchmark that ``speed`` runs (benchmarks/codec.py of the checkout)."""
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "codec.py"
+
+
+#: Models the codec benchmark times (official architectures, random weights).
+SPEED_MODELS = ("qres34m", "qres17m", "qarv_base")
+
+
+def speed_argv(args) -> list[str]:
+    """The arguments of benchmarks/codec.py for ``eval speed``'s options."""
+    if args.repeats is not None and args.repeats < 1:
+        raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.size is not None:
+        h, w = args.size
+        if h <= 0 or w <= 0 or h % 64 or w % 64:
+            raise UsageError(f"--size: height and width must be positive multiples of 64, got "
+                             f"{h} {w}")
+    if args.official_src is not None and not Path(args.official_src).expanduser().is_dir():
+        raise UsageError(f"--official-src {args.official_src}: not a directory")
+    argv: list[str] = []
+    if args.models:
+        argv += ["--models", *args.models]
+    if args.size:
+        argv += ["--size", f"{args.size[0]}x{args.size[1]}"]
+    if args.repeats is not None:
+        argv += ["--repeats", str(args.repeats)]
+    if args.official_python:
+        argv += ["--official-python", args.official_python]
+    if args.official_src:
+        argv += ["--official-src", str(Path(args.official_src).expanduser())]
+    if not args.memory_4k:
+        argv.append("--skip-4k")
+    if args.json:
+        argv += ["--json", str(Path(args.json).absolute())]
+    extra = list(args.extra or [])
+    return argv + (extra[1:] if extra[:1] == ["--"] else extra)
+
+
+@command(
+    "speed", "encode/decode time per model (512x768) and the ratio to the official code",
+    arg("--models", nargs="+", choices=SPEED_MODELS, metavar="NAME",
+        help=f"models to time, of {', '.join(SPEED_MODELS)} (default: qres34m qarv_base)"),
+    arg("--size", nargs=2, type=int, metavar=("H", "W"),
+        help="image size, multiples of 64 (default 512 768)"),
+    arg("--repeats", type=int, metavar="N", help="timed calls after the warm-up (default 2)"),
+    arg("--official-python", metavar="PY",
+        help="a Python that runs the official PyTorch code (torch, torchvision, compressai, "
+             "timm); default: this one. The official code is timed when it imports there"),
+    arg("--official-src", metavar="DIR",
+        help="lossy-vae checkout to put on its PYTHONPATH (default: $LVAE_OFFICIAL_SRC)"),
+    arg("--memory-4k", action="store_true",
+        help="also measure the peak memory of decoding a 3840x2160 image (slow on CPU)"),
+    arg("--json", metavar="OUT.json", help="also write the figures as JSON"),
+    arg("extra", nargs=argparse.REMAINDER, metavar="-- ARGS",
+        help="further arguments for benchmarks/codec.py, after --"),
+)
+def speed_command(args) -> int:
+    """Time encoding and decoding of each model (batch 1, 512×768 by default; random weights:
+    timings, not RD results) and print the ratio lvae-jax / official when the official PyTorch
+    code runs in --official-python, measured in the same run. This runs the codec benchmark,
+    benchmarks/codec.py (which also reports the entropy-coding share of decoding, and with
+    --memory-4k the peak memory of a 4K decode), in a subprocess; its exit status is returned."""
+    import subprocess
+
+    script = benchmark_script()
+    if not script.is_file():
+        raise UsageError(f"speed runs the codec benchmark {script}, which is not in this "
+                         "checkout (it ships with the repository's benchmarks/ folder)")
+    argv = speed_argv(args)
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, str(script), *argv], cwd=script.parents[1])
 
 
 # ===================================================================== main

@@ -3,6 +3,8 @@
     python scripts/fuzz_bitstreams.py --cases 10000 --seed 0
     python scripts/fuzz_bitstreams.py --case 1234 --seed 0          # replay one case, verbosely
     python scripts/fuzz_bitstreams.py --decoder my.module:decode    # also run a whole-file decoder
+    python scripts/fuzz_bitstreams.py --corpus fuzz_models:build_corpus \
+        --decoder fuzz_models:decode_file                           # files of real (tiny) models
 
 A corpus of valid files is built from random symbols (the official tables, CompressAI's coder):
 lvae containers (lossy/lossless, batch 1 and 2), official QARV files, official QRes pickles
@@ -24,7 +26,14 @@ emulation agrees with the C++ values.
 Cases run in-process inside a worker subprocess; the parent enforces the time limit, notices
 crashes, reports the case and restarts the worker after it. Each case is reproducible from
 (seed, case index). A whole-file decoder (``module:function`` taking the file bytes) can be
-plugged in with ``--decoder``; it too must succeed or raise ``BitstreamError``/``ValueError``.
+plugged in with ``--decoder``; it too must succeed or raise ``BitstreamError``/``ValueError``. A
+decoder with the attribute ``wants_entry = True`` is called as
+``decoder(data, entry, stats, mutation, detail)`` instead: it learns which valid file was mutated
+and how (to check what it decoded; ``AssertionError`` for a violated invariant) and may count
+outcomes in ``stats``. ``--corpus module:function`` replaces the corpus with the entries that
+``function(seed)`` returns: ``scripts/fuzz_models.py`` builds one from files written by real
+(tiny) models, with a decoder that checks the decoded images (``--corpus
+fuzz_models:build_corpus --decoder fuzz_models:decode_file``).
 """
 
 from __future__ import annotations
@@ -502,7 +511,9 @@ def run_case(corpus: list[Entry], seed: int, index: int, decode_file=None) -> di
     for pos, s in strings.items():
         _check_coder(entry, pos, s, stats)
     if decode_file is not None:
-        _, derr = attempt(decode_file, data)
+        args = ((data, entry, stats, kind, detail) if getattr(decode_file, "wants_entry", False)
+                else (data,))
+        _, derr = attempt(decode_file, *args)
         stats["decoder-refused" if derr is not None else "decoder-ok"] += 1
     if f is None:
         result["outcome"] = "refused"
@@ -530,10 +541,10 @@ def _load_decoder(spec: str | None):
     return getattr(importlib.import_module(module), name)
 
 
-def worker(seed: int, start: int, stop: int, decoder: str | None) -> int:
+def worker(seed: int, start: int, stop: int, decoder: str | None, corpus: str | None = None) -> int:
     """Run cases [start, stop); one JSON line per event on stdout."""
     out = sys.stdout
-    corpus = build_corpus(seed)
+    corpus = (_load_decoder(corpus) or build_corpus)(seed)
     decode_file = _load_decoder(decoder)
     print(json.dumps({"ready": True}), file=out, flush=True)
     for i in range(start, stop):
@@ -574,7 +585,7 @@ class Summary:
 
 
 def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decoder: str | None = None,
-             start: int = 0, progress: bool = False) -> Summary:
+             start: int = 0, progress: bool = False, corpus: str | None = None) -> Summary:
     """Run cases [start, start + cases) in a worker subprocess with a per-case time limit."""
     summary = Summary()
     t_start = time.perf_counter()
@@ -586,6 +597,8 @@ def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decod
                "--start", str(i), "--cases", str(stop - i)]
         if decoder:
             cmd += ["--decoder", decoder]
+        if corpus:
+            cmd += ["--corpus", corpus]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         current, deadline = None, time.monotonic() + 300  # corpus building may take a while
         buf = b""
@@ -653,17 +666,20 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first case index")
     ap.add_argument("--time-limit", type=float, default=10.0, help="seconds per case")
     ap.add_argument("--decoder", help="whole-file decoder to fuzz too, as module:function")
+    ap.add_argument("--corpus", help="corpus builder function(seed) -> entries, as module:function")
     ap.add_argument("--case", type=int, help="run one case in this process and print it")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(args.seed, args.start, args.start + args.cases, args.decoder)
+        return worker(args.seed, args.start, args.start + args.cases, args.decoder, args.corpus)
     if args.case is not None:
-        r = run_case(build_corpus(args.seed), args.seed, args.case, _load_decoder(args.decoder))
+        corpus = (_load_decoder(args.corpus) or build_corpus)(args.seed)
+        r = run_case(corpus, args.seed, args.case, _load_decoder(args.decoder))
         r["stats"] = dict(r["stats"])
         print(json.dumps(r, indent=1))
         return 0
-    summary = run_fuzz(args.cases, args.seed, args.time_limit, args.decoder, args.start, progress=True)
+    summary = run_fuzz(args.cases, args.seed, args.time_limit, args.decoder, args.start, progress=True,
+                       corpus=args.corpus)
     print(summary.report())
     return 1 if summary.failures else 0
 

@@ -195,7 +195,7 @@ def test_baselines_bad_input(image_dir, tmp_path, capsys):
 
 # -------------------------------------------------------------------- registry
 def test_registry_holds_the_real_commands_only():
-    assert list(cli.COMMANDS) == ["bd-rate", "plot", "baselines"]
+    assert list(cli.COMMANDS) == ["bd-rate", "plot", "baselines", "rd", "estimate", "speed"]
     for name, cmd in cli.COMMANDS.items():
         assert cmd.help and cmd.run.__doc__, name
 

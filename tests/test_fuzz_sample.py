@@ -60,3 +60,38 @@ def test_fuzz_reports_a_crashing_or_hanging_decoder(tmp_path, monkeypatch):
     hang = fuzz.run_fuzz(cases=30, seed=1, time_limit=2.0, decoder="bad_decoder:hang")
     assert hang.cases == 30 and len(hang.failures) == 1
     assert "time limit" in hang.failures[0]["error"]
+
+
+def test_fuzz_sample_files_of_real_models():
+    """End to end: files written by tiny real models (QARV, QRes lossless) through the readers,
+    the coder checks and the whole-file decoder, which must never return another image from a
+    corrupted container (scripts/fuzz_models.py)."""
+    fuzz = _load()
+    summary = fuzz.run_fuzz(cases=150, seed=11, time_limit=60.0,
+                            corpus="fuzz_models:build_small_corpus",
+                            decoder="fuzz_models:decode_file")
+    print(summary.report())
+    assert not summary.failures, summary.report()
+    assert summary.cases == 150
+    assert summary.stats["decoded-unmodified"] > 5 and summary.stats["decoder-refused"] > 50
+    assert summary.stats["coder-verified"] > 50 and summary.stats["partial-prefix"] > 0
+
+
+def test_fuzz_real_models_notices_a_wrong_decoded_image(tmp_path, monkeypatch):
+    """The decoder's image check can fail: with the recorded images altered by one level in one
+    pixel, every successful decode of an unmodified file is reported."""
+    fuzz = _load()
+    (tmp_path / "altered_corpus.py").write_text(
+        "import fuzz_models\n"
+        "def build(seed):\n"
+        "    corpus = fuzz_models.build_small_corpus(seed)\n"
+        "    for e in corpus:\n"
+        "        e.meta['decoded'] = e.meta['decoded'].copy()\n"
+        "        e.meta['decoded'][0, 0, 0] = (round(float(e.meta['decoded'][0, 0, 0]) * 255) ^ 1) / 255\n"
+        "    return corpus\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    summary = fuzz.run_fuzz(cases=40, seed=11, time_limit=60.0, corpus="altered_corpus:build",
+                            decoder="fuzz_models:decode_file")
+    assert summary.failures, summary.report()
+    assert all("another image" in f["error"] for f in summary.failures), summary.report()
+    assert summary.cases == 40

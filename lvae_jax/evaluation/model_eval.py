@@ -1,0 +1,577 @@
+"""Evaluate lvae-jax models on test images: RD curves from real bitstreams, and estimated RD.
+
+**Real bitstreams** (:func:`evaluate_bitstreams`, ``python -m eval rd``) follow the official
+``imcoding_evaluate`` (``lvae/evaluation.py``, run by ``eval-var-rate.py`` / ``eval-fix-rate.py``):
+every image is compressed into a file at every λ, the file is decompressed, and per image
+
+    bpp  = 8 · len(file) / (H · W)        the whole file, headers included; H, W the original size
+    mse  = mean((x − x̂)²) over H, W, RGB  x = uint8 / 255, x̂ = the decoder's float output in [0, 1]
+    psnr = −10 · log10(mse)
+
+then each statistic is averaged over images (the dataset PSNR is the mean of per-image PSNRs).
+The file layout is a choice (``fmt``):
+
+* ``"official"`` (default): what the official ``compress_file`` writes — QARV's struct layout
+  with its 4-byte image-size header, QRes's pickle — so the bpp is comparable with the official
+  result files;
+* ``"lvae"``: the lvae-jax container, with a checked header (model id, λ, sizes, a CRC per
+  chunk and per chunk's symbols) of 55 + n + 12·C bytes (n: model-name length, C: strings), e.g.
+  172 bytes for qarv_base against the 51 of the official QARV layout.
+
+Each per-image record also gives ``header_bytes`` = file size − coded strings.
+
+λ (``lambdas_for``): a variable-rate model (QARV) takes the given list, or ``num`` values
+``exp(linspace(log lo, log hi, num))`` over its range (``eval-var-rate.py``: 16 values over
+[16, 2048]; the float32 numbers of ``torch.linspace(...).exp()``, see
+:func:`lvae_jax.generative.rd_curve.lambda_grid`). A fixed-rate model (QRes) gives one point at the
+λ it was trained for; several model directories (one per λ, as ``eval-fix-rate.py`` loads one
+checkpoint per λ) give one point each. The lossless QRes model has no RD curve (its PSNR is
+infinite): :class:`LosslessResult` holds the bpp and whether every image came back exactly.
+
+**Estimated rates** (:func:`estimate`, ``python -m eval estimate``): no coder, the eval-mode
+forward pass. Variable-rate models (QARV, rd_model_base) go through
+:func:`lvae_jax.generative.rd_curve.estimate_rd_curve` (the official ``self_evaluate`` /
+``rd/evaluate.py`` protocols; rd_model_base samples its latents, so it needs a PRNG key). A
+fixed-rate QRes model gives one point: ``bpp = Σ −log2 P(latents) / pixels`` (+ the pixel NLL for
+the lossless model), PSNR of the eval reconstruction; ``pixels`` is the original H·W (default, like
+the real bitstreams and QARV's protocol) or the padded one.
+
+Images are NHWC uint8 (:class:`~lvae_jax.evaluation.images.EvalImage`); the codec pads them to
+multiples of 64 by edge replication and crops the output back, like the official code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from lvae_jax.evaluation import metrics
+from lvae_jax.evaluation.images import EvalImage
+from lvae_jax.evaluation.rd_json import RDCurve
+
+#: File layouts for ``evaluate_bitstreams`` (see the module docstring).
+FORMATS = ("official", "lvae")
+#: λ count of ``eval-var-rate.py`` (its ``--steps`` default).
+OFFICIAL_NUM_LAMBDAS = 16
+#: bpp denominators of the estimated evaluation.
+BPP_PIXELS = ("original", "padded")
+
+
+class EvalError(ValueError):
+    """Bad input to an evaluation (wrong model kind, λ out of range, no images...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Models and λ
+# ------------------------------------------------------------------------------------------------
+
+
+def load_models(paths: Sequence, expect_name: str | None = None) -> list:
+    """Load model directories (``lvae_model.json`` + ``params/``); ``expect_name``: every model
+    must carry that config name. Raises :class:`~lvae_jax.checkpoint.orbax_io.CheckpointError`
+    for a directory that is not a model."""
+    from lvae_jax.checkpoint.orbax_io import CheckpointError, load_model, read_info
+    if not paths:
+        raise EvalError("no model directory given")
+    models = []
+    for path in paths:
+        name = read_info(path)["config"]["name"]
+        if expect_name and name != expect_name:
+            raise CheckpointError(f"{path} holds the model {name!r}, not {expect_name!r}")
+        models.append(load_model(path))
+    check_model_set(models)
+    return models
+
+
+def check_model_set(models: Sequence) -> None:
+    """One variable-rate model, or any number of fixed-rate QRes models of one kind (lossy or
+    lossless), each giving one point."""
+    if not models:
+        raise EvalError("no model")
+    if len(models) > 1:
+        bad = [m.config.name for m in models if m.config.variable_rate]
+        if bad:
+            raise EvalError(f"{bad[0]} is a variable-rate model: evaluate it alone (its λ sweep "
+                            "gives the curve); several model directories are for fixed-rate QRes "
+                            "models, one per λ")
+        if len({m.lossless for m in models}) > 1:
+            raise EvalError("lossy and lossless models cannot share one result")
+        names = list(dict.fromkeys(m.config.name for m in models))
+        if len(names) > 1:
+            raise EvalError(f"one curve takes one architecture at several λ, got the models "
+                            f"{', '.join(names)}: evaluate them separately")
+        lmbs = [fixed_lambda(m.config) for m in models]
+        dup = sorted({l for l in lmbs if lmbs.count(l) > 1}, key=lambda v: (v is None, v or 0))
+        if dup:
+            what = "lossless" if dup[0] is None else f"λ = {dup[0]:g}"
+            raise EvalError(f"two model directories give the same point ({what}): pass each λ once")
+
+
+def fixed_lambda(config) -> float | None:
+    """λ a fixed-rate QRes model was trained for (None for the lossless model)."""
+    return config.default_lmb if config.family == "qres" else None
+
+
+def lambdas_for(config, lambdas: Sequence[float] | None = None, num: int | None = None,
+                lmb_range: Sequence[float] | None = None,
+                default_num: int = OFFICIAL_NUM_LAMBDAS, spacing: str = "log") -> list[float]:
+    """The λ values at which to evaluate a variable-rate model: ``lambdas`` as given, or ``num``
+    (default ``default_num``) values spaced like the official scripts over ``lmb_range`` (default:
+    the model's range). Raises :class:`EvalError` for a fixed-rate model given any of them, a
+    λ outside the model's range, or an empty or malformed choice."""
+    from lvae_jax.generative.rd_curve import lambda_grid
+    name = config.name
+    if not config.variable_rate:
+        if lambdas is not None or num is not None or lmb_range is not None:
+            lmb = fixed_lambda(config)
+            trained = f"trained at λ = {lmb:g}" if lmb is not None else "lossless"
+            raise EvalError(f"{name} is a fixed-rate model ({trained}): it gives one point and "
+                            "takes no λ; for a QRes curve pass one model directory per λ")
+        return []
+    lo, hi = config.lmb_range
+    if lambdas is not None and (num is not None or lmb_range is not None):
+        raise EvalError("give λ values or a λ count (with an optional range), not both")
+
+    def check(v, what):
+        v32 = float(np.float32(v))      # the codec stores and uses λ as float32
+        if not (math.isfinite(v) and lo <= v32 <= hi):
+            raise EvalError(f"{what} = {v:g} is outside the range {name} was trained for "
+                            f"[{lo:g}, {hi:g}]")
+        return float(v)
+
+    if lambdas is not None:
+        values = [check(float(v), "λ") for v in lambdas]
+        if not values:
+            raise EvalError("the λ list is empty")
+        return values
+    a, b = (lo, hi) if lmb_range is None else (float(v) for v in lmb_range)
+    check(a, "λ range start")
+    check(b, "λ range end")
+    if a > b:
+        raise EvalError(f"λ range start {a:g} is above its end {b:g}")
+    n = default_num if num is None else int(num)
+    if n < 1:
+        raise EvalError(f"the number of λ values must be >= 1, got {n}")
+    return [check(v, "λ") for v in lambda_grid(a, b, n, spacing)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LosslessResult:
+    """Result of the lossless model: mean bpp over images (bits per sub-pixel = bpp / 3, the
+    figure lossless coders are usually compared by), and (real bitstreams) whether every
+    decoded image equals its original. ``per_image``: one record per image."""
+    name: str
+    bpp: float
+    per_image: list
+    test_set: str | None = None
+    exact: bool | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def bpsp(self) -> float:
+        """Bits per sub-pixel (per colour sample): bpp / 3."""
+        return self.bpp / 3.0
+
+    def to_dict(self) -> dict:
+        """JSON object in the shape of the official result files (``name``, ``test-set``,
+        ``results``), without PSNR:
+        ``results: {bpp: [x], bpsp: [x / 3], exact: [bool], per-image: [[...]]}``."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.test_set is not None:
+            out["test-set"] = self.test_set
+        out.update(self.meta)
+        out["lossless"] = True
+        results: dict[str, Any] = {"bpp": [self.bpp], "bpsp": [self.bpsp]}
+        if self.exact is not None:
+            results["exact"] = [self.exact]
+        results["per-image"] = [self.per_image]
+        out["results"] = results
+        return out
+
+
+def save_result(result: RDCurve | LosslessResult, path) -> Path:
+    """Write an RD curve (official schema, :func:`~lvae_jax.evaluation.rd_json.save_rd`) or a
+    lossless result as JSON (atomically: an existing file stays intact on error)."""
+    from lvae_jax.evaluation.rd_json import save_rd
+    if isinstance(result, RDCurve):
+        return save_rd(result, path)
+    text = json.dumps(result.to_dict(), indent=4, allow_nan=False) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _run_meta() -> dict:
+    """``platform`` and ``device``, as the official eval-var-rate.py records them."""
+    import jax
+    return {"platform": platform.platform(), "device": str(jax.devices()[0])}
+
+
+def _model_name(models) -> str:
+    names = list(dict.fromkeys(m.config.name for m in models))
+    return names[0] if len(names) == 1 else "+".join(names)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real bitstreams
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Point:
+    codec: Any
+    lmb: float | None          # λ given to the codec (None: fixed-rate)
+    label: float | None        # λ written to the results
+
+
+def _size_groups(images: Iterable[EvalImage], stride: int,
+                 batch_size: int) -> Iterator[list[tuple[int, EvalImage]]]:
+    """(index, image) groups of at most ``batch_size`` images with one padded size; a group is
+    yielded as soon as it is full, so at most (sizes × batch_size) images are held at once."""
+    from lvae_jax.image import padded_size
+    pending: dict[tuple[int, int], list] = {}
+    for i, im in enumerate(images):
+        h, w = im.pixels.shape[:2]
+        key = padded_size(h, w, stride)
+        pending.setdefault(key, []).append((i, im))
+        if len(pending[key]) >= batch_size:
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
+
+
+def decode_files(codec, files: Sequence[bytes]):
+    """Decode files of one padded image size in one batched device pass (the batch form of
+    :func:`lvae_jax.codec.api.decompress`: the same parsing, model check and verified decoding).
+    Returns (images cropped to their sizes, float32 [0, 1]; parsed files; decode notes)."""
+    from lvae_jax.codec import api
+    from lvae_jax.codec.core import DecodeReport, EncodedImage
+    parsed = [api.parse(d) for d in files]
+    for p in parsed:
+        api.check_model(codec, p)
+    if len({tuple(p.grid) for p in parsed}) != 1 or len({p.lmb for p in parsed}) != 1:
+        raise EvalError("decode_files: files of one latent grid and one λ only")
+    items = [EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs) for p in parsed]
+    report = DecodeReport()
+    out = codec.decode(items, parsed[0].lmb, report=report)
+    images = [x[:p.image_size[0], :p.image_size[1]] for x, p in zip(out, parsed)]
+    return images, parsed, report.notes()
+
+
+def _image_record(im: EvalImage, data: bytes, parsed, decoded: np.ndarray, lossless: bool,
+                  with_ms_ssim: bool) -> dict:
+    from lvae_jax.image import to_uint8
+    h, w = im.pixels.shape[:2]
+    if decoded.shape != im.pixels.shape:
+        raise RuntimeError(f"{im.name}: decoded {decoded.shape}, expected {im.pixels.shape}")
+    payload = sum(len(s) for s in parsed.latents) + len(parsed.pixels or b"")
+    rec: dict[str, Any] = {"image": im.name, "height": h, "width": w, "bytes": len(data),
+                           "header_bytes": len(data) - payload, "bpp": 8.0 * len(data) / (h * w)}
+    if lossless:
+        rec["bpsp"] = rec["bpp"] / 3.0
+        rec["exact"] = bool(np.array_equal(to_uint8(decoded), im.pixels))
+        return rec
+    m = metrics.mse(im.pixels, decoded)
+    if m == 0.0:
+        raise EvalError(f"{im.name}: decoded exactly by a lossy model, PSNR is infinite")
+    rec["mse"] = m
+    rec["psnr"] = metrics.psnr_from_mse(m)
+    if with_ms_ssim:
+        rec["ms-ssim"] = metrics.ms_ssim(im.pixels, decoded)
+    return rec
+
+
+def evaluate_bitstreams(models, images: Iterable[EvalImage], lambdas: Sequence[float] | None = None,
+                        *, num_lambdas: int | None = None, lmb_range: Sequence[float] | None = None,
+                        fmt: str = "official", with_ms_ssim: bool = False, batch_size: int = 4,
+                        name: str | None = None, test_set: str | None = None,
+                        keep_dir=None, num_images: int | None = None, progress: bool = False,
+                        log: Callable[[str], None] | None = None) -> RDCurve | LosslessResult:
+    """RD evaluation from real bitstreams (see the module docstring).
+
+    ``models``: one model or a list (one variable-rate model, or fixed-rate QRes models giving one
+    point each). ``images``: EvalImages, read once. ``lambdas`` / ``num_lambdas`` /
+    ``lmb_range``: λ of a variable-rate model (:func:`lambdas_for`; default: 16 over its range).
+    ``fmt``: ``"official"`` or ``"lvae"``. ``batch_size``: images of one padded size per device
+    pass (encoding and decoding). ``keep_dir``: also write every file there
+    (``NN-lmbX/IIII_name.bits``; recorded per image as ``file``). ``num_images``: the count, for
+    the progress bar (``progress``: a tqdm bar on stderr). ``log``: receives notes (image
+    conversions, decoder notes).
+
+    Returns an :class:`RDCurve` (``lambdas``, ``bpp``, ``mse``, ``psnr``, optional ``ms-ssim``,
+    ``extra["per-image"]``: per point, one record per image) or, for the lossless model, a
+    :class:`LosslessResult`.
+    """
+    from tqdm import tqdm
+
+    from lvae_jax.codec import api
+    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.engine import CodecUnsupported
+
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    check_model_set(models)
+    if fmt not in FORMATS:
+        raise EvalError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if batch_size < 1:
+        raise EvalError(f"batch size must be >= 1, got {batch_size}")
+    for m in models:
+        if m.config.family == "rd":
+            raise EvalError(f"{m.config.name} has no entropy coder (it estimates R(D) by sampling "
+                            "its latents): evaluate it with estimated rates (python -m eval estimate)")
+    try:
+        codecs = [Codec(m) for m in models]
+    except CodecUnsupported as e:
+        raise EvalError(str(e)) from None
+    lossless = models[0].lossless
+    cfg = models[0].config
+    if cfg.variable_rate:
+        points = [_Point(codecs[0], codecs[0].check_lmb(l), l)
+                  for l in lambdas_for(cfg, lambdas, num_lambdas, lmb_range)]
+    else:
+        for m in models:
+            lambdas_for(m.config, lambdas, num_lambdas, lmb_range)      # refuses any λ choice
+        points = sorted((_Point(c, None, fixed_lambda(c.config)) for c in codecs),
+                        key=lambda p: -1.0 if p.label is None else p.label)
+    if with_ms_ssim and lossless:
+        raise EvalError("MS-SSIM of a lossless model is 1: evaluate it without MS-SSIM")
+    keep = Path(keep_dir) if keep_dir is not None else None
+    suffix = ".lvae" if fmt == "lvae" else ".bits"
+    point_dirs = [f"{k:02d}-" + ("lossless" if p.label is None else f"lmb{p.label:.6g}")
+                  for k, p in enumerate(points)]
+
+    records: list[dict[int, dict]] = [{} for _ in points]
+    notes: list[str] = []
+    count = 0
+    total = None if num_images is None else num_images * len(points)
+    bar = tqdm(total=total, disable=not progress, file=sys.stderr, unit="image",
+               desc=f"{_model_name(models)} rd", dynamic_ncols=True)
+
+    def note(msg):
+        if msg not in notes:
+            notes.append(msg)
+            if log is not None:
+                log(msg)
+
+    try:
+        def checked(images):
+            for im in images:
+                for n in im.notes:
+                    note(n)
+                if with_ms_ssim and min(im.pixels.shape[:2]) < metrics.ms_ssim_min_size():
+                    raise EvalError(f"{im.name}: {im.pixels.shape[0]}×{im.pixels.shape[1]} is too "
+                                    f"small for MS-SSIM (needs {metrics.ms_ssim_min_size()} pixels "
+                                    "per side); evaluate without MS-SSIM")
+                yield im
+
+        for group in _size_groups(checked(images), cfg.max_stride, batch_size):
+            count += len(group)
+            pixels = [im.pixels for _, im in group]
+            for k, p in enumerate(points):
+                files = api.compress_batch(p.codec, pixels, p.lmb, fmt)
+                decoded, parsed, dnotes = decode_files(p.codec, files)
+                for msg in dnotes:
+                    note(f"{point_dirs[k]}: {msg}")
+                for (i, im), data, pf, x in zip(group, files, parsed, decoded):
+                    rec = _image_record(im, data, pf, x, lossless, with_ms_ssim)
+                    if keep is not None:
+                        rel = Path(point_dirs[k]) / f"{i:04d}_{_safe_name(im.name)}{suffix}"
+                        (keep / rel).parent.mkdir(parents=True, exist_ok=True)
+                        (keep / rel).write_bytes(data)
+                        rec["file"] = rel.as_posix()
+                    records[k][i] = rec
+                bar.update(len(group))
+                if not bar.disable:
+                    last = records[k][group[-1][0]]
+                    bar.set_postfix_str(f"bpp {last['bpp']:.3f}" + (
+                        f" psnr {last['psnr']:.2f}" if "psnr" in last else ""))
+    finally:
+        bar.close()
+    if count == 0:
+        raise EvalError("no images to evaluate")
+
+    meta = {**_run_meta(), "rate": "real bitstream: 8 x file bytes / (H x W), headers included",
+            "bitstream": _describe_format(fmt, cfg), "images": count,
+            "models": [m.config.name for m in models]}
+    if notes:
+        meta["notes"] = notes
+    name = name or _model_name(models)
+    per_point = [[records[k][i] for i in sorted(records[k])] for k in range(len(points))]
+    if lossless:
+        recs = per_point[0]
+        meta["header_bytes_mean"] = float(np.mean([r["header_bytes"] for r in recs]))
+        return LosslessResult(name, float(np.mean([r["bpp"] for r in recs])), recs,
+                              test_set=test_set, exact=all(r["exact"] for r in recs), meta=meta)
+    keys = ("bpp", "mse", "psnr") + (("ms-ssim",) if with_ms_ssim else ())
+    rows = []
+    for recs in per_point:
+        row = metrics.mean_stats([{k: r[k] for k in keys} for r in recs])
+        row["per-image"] = recs
+        rows.append(row)
+    meta["header_bytes_mean"] = [float(np.mean([r["header_bytes"] for r in recs]))
+                                 for recs in per_point]
+    return RDCurve.from_points(name, rows, test_set=test_set,
+                               lambdas=[p.label for p in points], meta=meta)
+
+
+def _describe_format(fmt: str, config) -> str:
+    if fmt == "lvae":
+        return "lvae-jax container (docs/bitstream.md)"
+    if config.family == "qarv":
+        return "official QARV layout (image size header + struct body, as compress_file writes)"
+    return "official QRes layout (pickle, as compress_file writes)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Estimated rates
+# ------------------------------------------------------------------------------------------------
+
+
+def _fixed_rate_pass(model):
+    """Jitted eval forward of a fixed-rate QRes model on one image: (1, H, W, 3) in [0, 1] (H, W
+    multiples of 64) -> (latent nats (1,), pixel NLL nats (1,) or zeros, reconstruction
+    (1, H, W, 3) in [0, 1]). The latent rate is the eval-mode −log P of the quantised latents;
+    the lossless model's pixel NLL is the official training-time one (``metrics["nll"]``, nats
+    per dimension, a batch mean — hence one image per call)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from lvae_jax import numerics
+    graphdef, state = nnx.split(model)
+
+    def run(state, x):
+        m = nnx.merge(graphdef, state)
+        out = m(x, None, training=False)
+        latent = sum(jnp.sum(st.rate, axis=(1, 2, 3)) for st in out.latents)
+        if m.lossless:
+            pixel = jnp.broadcast_to(out.metrics["nll"] * float(np.prod(x.shape[1:])), latent.shape)
+        else:
+            pixel = jnp.zeros_like(latent)
+        return latent, pixel, numerics.process_output(out.x_hat)
+
+    fn = jax.jit(run)
+    return lambda x: fn(state, x)
+
+
+def _estimate_fixed(model, images: Sequence[EvalImage], bpp_pixels: str,
+                    tick: Callable[[], None]) -> list[dict]:
+    """Per image: estimated bpp (and mse, psnr of the eval reconstruction) of a QRes model."""
+    from lvae_jax import numerics
+    from lvae_jax.image import pad_to_multiple, to_float
+    run = _fixed_rate_pass(model)
+    out = []
+    for im in images:
+        h, w = im.pixels.shape[:2]
+        x = pad_to_multiple(to_float(im.pixels), model.config.max_stride)[None]
+        latent, pixel, recon = run(x)
+        denom = h * w if bpp_pixels == "original" else x.shape[1] * x.shape[2]
+        nats = float(np.asarray(latent, np.float64)[0]) + float(np.asarray(pixel, np.float64)[0])
+        rec = {"image": im.name, "height": h, "width": w, "bpp": nats * numerics.LOG2_E / denom}
+        if model.lossless:
+            rec["bpsp"] = rec["bpp"] / 3.0
+        else:
+            m = metrics.mse(im.pixels, np.asarray(recon)[0, :h, :w])
+            rec.update(mse=m, psnr=metrics.psnr_from_mse(m))
+        out.append(rec)
+        tick()
+    return out
+
+
+def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | None = None, *,
+             num_lambdas: int | None = None, lmb_range: Sequence[float] | None = None, key=None,
+             draws: int = 1, bpp_pixels: str | None = None, name: str | None = None,
+             test_set: str | None = None, num_images: int | None = None, progress: bool = False,
+             log: Callable[[str], None] | None = None) -> RDCurve | LosslessResult:
+    """Estimated-rate evaluation (no coder), for every model family.
+
+    Variable-rate models (one): :func:`~lvae_jax.generative.rd_curve.estimate_rd_curve` at
+    ``lambdas``, or ``num_lambdas`` values over ``lmb_range`` (defaults: the family's official
+    protocol — QARV 8 values, rd_model_base 16 — over the model's range); ``key`` (a PRNG key) is
+    required for rd_model_base, ``draws`` averages its latent draws. Fixed-rate QRes models: one
+    point each. ``bpp_pixels``: ``"original"`` or ``"padded"`` H·W (default: the protocol of the
+    family; QRes: original). Returns an :class:`RDCurve` (``extra["per-image"]`` for QRes), or a
+    :class:`LosslessResult` for the lossless model.
+    """
+    from tqdm import tqdm
+
+    from lvae_jax.generative.rd_curve import PROTOCOLS, estimate_rd_curve
+
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    check_model_set(models)
+    if bpp_pixels is not None and bpp_pixels not in BPP_PIXELS:
+        raise EvalError(f"bpp_pixels must be one of {BPP_PIXELS}, got {bpp_pixels!r}")
+    cfg = models[0].config
+    images = list(images)
+    for im in images:
+        for n in im.notes:
+            if log is not None:
+                log(n)
+    if not images:
+        raise EvalError("no images to evaluate")
+    meta = {**_run_meta(), "images": len(images)}
+    name = name or _model_name(models)
+
+    if cfg.variable_rate:
+        protocol = PROTOCOLS[cfg.family]
+        lmbs = lambdas_for(cfg, lambdas, num_lambdas, lmb_range, default_num=protocol.steps,
+                           spacing=protocol.spacing)
+        if cfg.family == "rd" and key is None:
+            raise EvalError(f"{cfg.name} samples its latents even in eval mode: pass a PRNG key")
+        if cfg.family != "rd" and draws != 1:
+            raise EvalError(f"{cfg.name}'s eval-mode rate is deterministic: draws must be 1")
+        bar = tqdm(total=len(images), disable=not progress, file=sys.stderr, unit="image",
+                   desc=f"{name} estimate ({len(lmbs)} λ)", dynamic_ncols=True)
+        try:
+            curve = estimate_rd_curve(models[0], images, lmbs, key=key if cfg.family == "rd" else None,
+                                      draws=draws, bpp_pixels=bpp_pixels, name=name,
+                                      test_set=test_set, progress=lambda _msg: bar.update(1))
+        finally:
+            bar.close()
+        curve.meta = {**meta, **curve.meta, "protocol": protocol.source}
+        return curve
+
+    lambdas_for(cfg, lambdas, num_lambdas, lmb_range)          # refuses any λ choice for QRes
+    if draws != 1:
+        raise EvalError(f"{cfg.name}'s eval-mode rate is deterministic: draws must be 1")
+    bpp_pixels = bpp_pixels or "original"
+    order = sorted(models, key=lambda m: fixed_lambda(m.config) or 0.0)
+    bar = tqdm(total=len(images) * len(order), disable=not progress, file=sys.stderr,
+               unit="image", desc=f"{name} estimate", dynamic_ncols=True)
+    try:
+        per_point = [_estimate_fixed(m, images, bpp_pixels, lambda: bar.update(1)) for m in order]
+    finally:
+        bar.close()
+    meta.update({"rate": "estimated (eval-mode -log2 P of the quantised latents"
+                 + (" + pixel NLL" if cfg.family == "qres" and models[0].lossless else "")
+                 + ", no bitstream)", "bpp_pixels": bpp_pixels,
+                 "models": [m.config.name for m in order]})
+    if models[0].lossless:
+        recs = per_point[0]
+        return LosslessResult(name, float(np.mean([r["bpp"] for r in recs])), recs,
+                              test_set=test_set, meta=meta)
+    rows = []
+    for recs in per_point:
+        row = metrics.mean_stats([{k: r[k] for k in ("bpp", "mse", "psnr")} for r in recs])
+        row["per-image"] = recs
+        rows.append(row)
+    return RDCurve.from_points(name, rows, test_set=test_set,
+                               lambdas=[fixed_lambda(m.config) for m in order], meta=meta)
