@@ -271,6 +271,10 @@ def test_variable_rate_families_sample_and_infer(qarv, rd):
     expected = float(np.sum(np.asarray(rates, np.float64))) * math.log2(math.e) / (50 * 70)
     assert curve.bpp[0] == pytest.approx(expected, rel=1e-9)
     assert curve.meta["bpp_pixels"] == "original" and curve.lambdas == (64.0,)
+    recon = np.asarray(qarv.infer(pad_to_multiple(to_float(px), 64)[None], 64.0).recon)[0, :50, :70]
+    mse = float(np.mean((recon.astype(np.float64) - px / 255.0) ** 2))
+    assert curve.mse[0] == pytest.approx(mse, rel=1e-6)
+    assert curve.psnr[0] == pytest.approx(-10 * math.log10(mse), rel=1e-6)
     with pytest.raises(G.GenerativeError, match="deterministic"):
         G.estimate_rd_curve(qarv, [px], [64.0], draws=2)
 

@@ -107,7 +107,7 @@ def estimate_rd_curve(model, images, lambdas: Sequence[float] | None = None, *, 
                       test_set: str | None = None, meta: dict | None = None,
                       progress: Callable[[str], None] | None = None):
     """Estimate a model's R(D) curve on a set of images; returns an
-    :class:`~lvae_jax.evaluation.RDCurve` (``bpp``, ``psnr`` per λ).
+    :class:`~lvae_jax.evaluation.RDCurve` (``bpp``, ``psnr``, ``mse`` per λ).
 
     ``images``: a folder (or ``"tfds:NAME"``), or an iterable of
     :class:`~lvae_jax.evaluation.EvalImage` / (H, W, 3) uint8 arrays; read once.
@@ -119,7 +119,7 @@ def estimate_rd_curve(model, images, lambdas: Sequence[float] | None = None, *, 
     line per image.
     """
     import jax
-    from lvae_jax.evaluation.metrics import psnr
+    from lvae_jax.evaluation.metrics import mse as mse_of, psnr
     from lvae_jax.evaluation.rd_json import RDCurve
     from lvae_jax.image import pad_to_multiple, to_float
 
@@ -143,7 +143,7 @@ def estimate_rd_curve(model, images, lambdas: Sequence[float] | None = None, *, 
     if fam != "rd" and draws != 1:
         raise GenerativeError(f"{gm.name}'s eval-mode rate is deterministic: draws must be 1")
 
-    sums = np.zeros((len(lambdas), 2), np.float64)
+    sums = np.zeros((len(lambdas), 3), np.float64)     # bpp, psnr, mse per λ
     count = 0
     for i, item in enumerate(_images(images)):
         pixels = item.pixels
@@ -157,7 +157,7 @@ def estimate_rd_curve(model, images, lambdas: Sequence[float] | None = None, *, 
                 inf = gm.infer(x, lmb, k)
                 bpp = float(np.asarray(inf.rates, np.float64).sum()) * numerics.LOG2_E / denom
                 fake = np.asarray(inf.recon)[0, :h, :w]
-                sums[j] += (bpp / draws, psnr(pixels, fake) / draws)
+                sums[j] += (bpp / draws, psnr(pixels, fake) / draws, mse_of(pixels, fake) / draws)
         count += 1
         if progress is not None:
             progress(f"{item.name}: {h}x{w}")
@@ -168,7 +168,7 @@ def estimate_rd_curve(model, images, lambdas: Sequence[float] | None = None, *, 
             "draws": draws, "images": count}
     info.update(meta or {})
     return RDCurve(name=name or gm.name, bpp=mean[:, 0].tolist(), psnr=mean[:, 1].tolist(),
-                   test_set=test_set, lambdas=lambdas, meta=info)
+                   mse=mean[:, 2].tolist(), test_set=test_set, lambdas=lambdas, meta=info)
 
 
 def write_rd_curve(curve, json_path, plot_path=None, anchors: Iterable = ()) -> list[Path]:
