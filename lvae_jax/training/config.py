@@ -89,6 +89,9 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "lvae-jax"
     progress: bool = True
+    #: XLA compiler options for the jitted step and evaluation (``jax.jit(compiler_options=)``),
+    #: e.g. ``{"xla_backend_optimization_level": 0}`` to compile faster for quick experiments.
+    compiler_options: dict = field(default_factory=dict)
     distributed: bool = False
     coordinator_address: str | None = None
     num_processes: int | None = None
@@ -102,7 +105,7 @@ class TrainConfig:
         "save_every", "keep_checkpoints", "log_every", "tensorboard", "wandb", "wandb_project",
         "progress", "data_workers", "prefetch", "check_data", "distributed",
         "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_dir",
-        "run_dir", "eval_first"})
+        "run_dir", "eval_first", "compiler_options"})
 
     def validate(self) -> "TrainConfig":
         if (self.data_dir is None) == (self.tfds is None):

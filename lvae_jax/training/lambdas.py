@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lvae_jax.numerics import torch_linspace_f32
+
 
 def sample_lmb(key: jax.Array, model_config, n: int) -> jax.Array | None:
     """(n,) float32 λ for a training batch, or None for a fixed-rate model."""
@@ -40,10 +42,9 @@ def eval_lambdas(model_config, steps: int) -> list[float | None]:
     if not model_config.variable_rate:
         return [None]
     lo, hi = model_config.lmb_range
-    if steps == 1:
-        return [float(hi)]
     if model_config.lmb_sampling == "log_uniform":  # rd: cube-root spaced
-        grid = np.linspace(lo ** (1 / 3), hi ** (1 / 3), steps, dtype=np.float32) ** np.float32(3)
+        grid = np.power(torch_linspace_f32(math.pow(lo, 1 / 3), math.pow(hi, 1 / 3), steps),
+                        np.float32(3))
     else:  # QARV: log spaced
-        grid = np.exp(np.linspace(math.log(lo), math.log(hi), steps, dtype=np.float32))
-    return [float(v) for v in grid.astype(np.float32)]
+        grid = np.exp(torch_linspace_f32(math.log(lo), math.log(hi), steps))
+    return [float(v) for v in np.asarray(grid, np.float32)]

@@ -20,43 +20,48 @@ EMA (``training_loops``): after each accepted step the EMA weights move with dec
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import optax
 
 
-def _cosine(t, period, final):
-    return final + 0.5 * (1.0 - final) * (1.0 + jnp.cos(t * math.pi / period))
-
-
 def lr_factor_schedule(kind: str, iterations: int, lrf_min: float = 0.01, warmup: int = 0,
                        update_every: int = 10) -> optax.Schedule:
-    """``step -> factor`` (an Optax schedule) of the official trainer; see the module docstring."""
+    """``step -> factor`` of the official trainer (see the module docstring), built from Optax
+    schedules: ``cosine_decay_schedule(1, P, alpha=lrf_min)`` is exactly ``cos_factor(t, P)``, and
+    ``join_schedules`` hands each piece the step counted from its boundary."""
     T, W = int(iterations), int(warmup)
-    boundary = round(T * 0.5)
+    if kind == "constant":
+        main, start = optax.constant_schedule(1.0), W
+    elif kind == "cosine":
+        main, start = optax.cosine_decay_schedule(1.0, max(T - W - 1, 1), alpha=lrf_min), W
+    elif kind == "const-0.5-cos":
+        # 1 up to and including step b; from b on cos_factor(t - b), which is 1 at t = b.
+        b = round(T * 0.5)
+        main = optax.join_schedules(
+            [optax.constant_schedule(1.0),
+             optax.cosine_decay_schedule(1.0, max(T - b - 1, 1), alpha=lrf_min)], [b])
+        start = W
+    else:
+        raise ValueError(f"unknown LR schedule {kind!r}")
+    if W > 0:  # (t + 1) / W for t < W
+        warm = optax.linear_schedule(1.0 / W, 1.0, max(W - 1, 1))
+        if kind == "cosine":
+            main = optax.join_schedules([warm, main], [start])
+        else:
+            inner = main
+            main = lambda t: jnp.where(t < W, warm(t), inner(t))  # noqa: E731
 
     def factor(step):
         t = jnp.asarray(step, jnp.int32)
-        t = (t - t % update_every).astype(jnp.float32)
-        if kind == "constant":
-            main = jnp.ones_like(t)
-        elif kind == "cosine":
-            main = _cosine(t - W, max(T - W - 1, 1), lrf_min)
-        elif kind == "const-0.5-cos":
-            main = jnp.where(t <= boundary, 1.0, _cosine(t - boundary, max(T - boundary - 1, 1), lrf_min))
-        else:
-            raise ValueError(f"unknown LR schedule {kind!r}")
-        if W > 0:
-            main = jnp.where(t < W, (t + 1.0) / W, main)
-        return main.astype(jnp.float32)
+        return jnp.asarray(main(t - t % update_every), jnp.float32)
 
     return factor
 
 
 def ema_decay_schedule(decay: float, warmup: int) -> optax.Schedule:
-    """``step -> decay · (1 − exp(−step / warmup))``."""
+    """``step -> decay · (1 − exp(−step / warmup))``, as ``−expm1`` so that float32 keeps the
+    small early values accurate (the official trainer computes it in float64)."""
     def schedule(step):
         t = jnp.asarray(step, jnp.float32)
-        return (decay * (1.0 - jnp.exp(-t / float(warmup)))).astype(jnp.float32)
+        return (decay * -jnp.expm1(-t / float(warmup))).astype(jnp.float32)
     return schedule

@@ -14,6 +14,7 @@ update stream, with optional debiasing) expresses none of the three.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import flax.struct
@@ -54,11 +55,17 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 def init_train_state(params, tx: optax.GradientTransformation, cfg, seed: int | None = None,
                      ema=None) -> TrainState:
     """A fresh state at step 0: the EMA starts as a copy of ``params`` (timm ``ModelEmaV2``) unless
-    ``ema`` is given; the run key is ``jax.random.key(seed)`` (default ``cfg.seed``)."""
+    ``ema`` is given; the run key is ``jax.random.key(seed)`` (default ``cfg.seed``). All arrays
+    are new buffers (the state is donated to the step)."""
     seed = cfg.seed if seed is None else seed
-    params = jax.tree.map(jnp.asarray, params)
-    if cfg.ema:
-        ema = jax.tree.map(jnp.array, params if ema is None else ema)  # a copy, not an alias
+    return _init_state(params, ema, tx, bool(cfg.ema), int(seed), int(cfg.spike_window))
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))  # one compilation, not one per parameter shape
+def _init_state(params, ema, tx, use_ema: bool, seed: int, window: int) -> TrainState:
+    params = jax.tree.map(lambda x: x + 0, params)
+    if use_ema:
+        ema = jax.tree.map(lambda x: x + 0, params if ema is None else ema)
     else:
         ema = None
     return TrainState(
@@ -67,6 +74,6 @@ def init_train_state(params, tx: optax.GradientTransformation, cfg, seed: int | 
         opt_state=tx.init(params),
         ema=ema,
         rng=jax.random.key_data(jax.random.key(seed)),
-        grad_norms=jnp.zeros((cfg.spike_window,), jnp.float32),
+        grad_norms=jnp.zeros((window,), jnp.float32),
         lr_scale=jnp.ones((), jnp.float32),
     )

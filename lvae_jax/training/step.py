@@ -68,7 +68,7 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
         t = state.step
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         grad_norms = state.grad_norms.at[t % window].set(grad_norm)
         median = median_of_first(grad_norms, jnp.minimum(t + 1, window))
         spike = grad_norm > cfg.spike_factor * median

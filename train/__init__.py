@@ -1,0 +1,1 @@
+"""``python -m train``: the training command line (the library is :mod:`lvae_jax.training`)."""
