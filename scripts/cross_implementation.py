@@ -283,19 +283,6 @@ def _teacher_decode(codec, grid, lmb, strings, symbols, pixel_string, pixel_symb
     return x[0], scales, indexes
 
 
-def raw_boundary_distance(scales, scale_table):
-    """Relative distance of each *raw* prior scale (before the lower bound) to the nearest index
-    threshold ``table[k]``, k < n - 1. A scale far below the bound is clamped to exactly
-    ``table[0]`` by both implementations and cannot flip, so unlike
-    :func:`lvae_jax.entropy.tables.boundary_distance` (which measures the clamped scale, distance 0)
-    this counts only scales whose index float error can really change."""
-    import numpy as np
-    t = np.asarray(scale_table, np.float32).astype(np.float64)[:-1]
-    s = np.asarray(scales, np.float32).astype(np.float64)
-    pos = np.clip(np.searchsorted(t, s), 1, t.size - 1)
-    return np.minimum(np.abs(s - t[pos - 1]) / t[pos - 1], np.abs(s - t[pos]) / t[pos])
-
-
 def _count(a, b) -> int:
     import numpy as np
     return int(sum(int(np.sum(np.asarray(x) != np.asarray(y))) for x, y in zip(a, b)))
@@ -326,7 +313,7 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     tables = [codec.engine.latent_tables] * n_lat + ([codec.engine.pixel_tables] if lossless else [])
 
     # -- encoder side ---------------------------------------------------------------------------
-    dist = [raw_boundary_distance(s, t.scale_table) for s, t in zip(o_scale, tables)]
+    dist = [boundary_distance(s, t.scale_table, t.bound) for s, t in zip(o_scale, tables)]
     near = {f"{r:g}": int(sum(int(np.sum(d < r)) for d in dist)) for r in NEAR}
     below = int(sum(int(np.sum(s < np.float32(t.bound))) for s, t in zip(o_scale, tables)))
     idx_diff_at = [np.flatnonzero(a != b) for a, b in zip(o_idx, j_idx)]
@@ -336,8 +323,6 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
            "enc_symbol_diff": _count(o_sym, j_sym), "enc_index_diff": enc_idx_diff,
            "enc_index_diff_near_boundary": enc_idx_diff_near,
            "near_boundary": near, "below_lower_bound": below,
-           "near_boundary_clamped_rule": int(sum(int(np.sum(d < NEAR[0])) for d in (
-               boundary_distance(s, t.scale_table, t.bound) for s, t in zip(o_scale, tables)))),
            "bytes_identical": all(a == b for a, b in zip(o_str, j_str)),
            "bytes": {"official": sum(map(len, o_str)), "lvae_jax": sum(map(len, j_str))}}
     own = seq("off_dec", "sym")
@@ -401,7 +386,7 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     tf_sym, tf_idx = seq("jx_tf", "sym"), seq("jx_tf", "idx")
     blocks_wrong = [int(np.sum(a != b)) for a, b in zip(tf_sym, j_sym)]
     odiff_at = [np.flatnonzero(a != b) for a, b in zip(tf_idx, j_idx)]
-    o_dist = [raw_boundary_distance(s, t.scale_table) for s, t in zip(seq("jx_tf", "scales"), tables)]
+    o_dist = [boundary_distance(s, t.scale_table, t.bound) for s, t in zip(seq("jx_tf", "scales"), tables)]
     row["jax_to_off"] = {
         "decoder_index_diff": int(sum(len(a) for a in odiff_at)),
         "decoder_index_diff_near_boundary": int(sum(int(np.sum(d[a] < NEAR[0])) for d, a in zip(o_dist, odiff_at))),

@@ -160,6 +160,16 @@ def test_boundary_distance():
     # QRes: thresholds below the bound (0.1, 0.1088) are unreachable and not reported.
     q = T.get_tables("qres_latent")
     assert T.boundary_distance(np.float32(0.1), q.scale_table, q.bound) > 0.05
+    # The raw scale counts: QARV's bound is its first threshold; a scale far below it is clamped
+    # by every implementation and cannot flip (distance large), one just below can (+1).
+    low = np.array([0.02, np.nextafter(np.float32(t.bound), np.float32(0))], np.float32)
+    d, flip = T.nearest_threshold(low, t.scale_table, t.bound)
+    assert d[0] > 0.5 and d[1] < 1e-6 and flip[1] == 1
+    ib = T.build_indexes(np.array([low[1], np.nextafter(np.float32(t.bound), np.float32(1))]),
+                         t.scale_table, t.bound)
+    assert ib[1] == ib[0] + 1
+    _, flip = T.nearest_threshold(scales[:2], t.scale_table, t.bound)
+    assert flip[1] == -1
 
 
 def test_official_scale_tables_are_the_packaged_float32_values():

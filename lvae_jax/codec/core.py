@@ -264,12 +264,7 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
 
 
 def _near_boundary(scales, tables):
-    """Per scale: relative distance to the nearest index threshold, and the index change (±1)
-    that crossing it means."""
-    table = np.asarray(tables.scale_table, np.float32).astype(np.float64)[:-1]
-    s = np.maximum(np.asarray(scales, np.float32), np.float32(tables.bound)).astype(np.float64)
-    pos = np.clip(np.searchsorted(table, s), 1, len(table) - 1)
-    lo, hi = table[pos - 1], table[pos]
-    nearest = np.where(np.abs(s - lo) <= np.abs(hi - s), lo, hi)
-    flip = np.where(s > nearest, -1, 1).astype(np.int32)
-    return np.abs(s - nearest) / nearest, flip
+    """Per raw scale: relative distance to the nearest reachable index threshold, and the index
+    change (±1) that crossing it means (:func:`lvae_jax.entropy.tables.nearest_threshold`)."""
+    from lvae_jax.entropy.tables import nearest_threshold
+    return nearest_threshold(scales, tables.scale_table, tables.bound)

@@ -218,20 +218,31 @@ def build_indexes_jnp(scales, scale_table, bound):
     return (table.shape[0] - 1 - jnp.sum(hits, axis=-1)).astype(jnp.int32)
 
 
-def boundary_distance(scales, scale_table, bound) -> np.ndarray:
-    """Relative distance (float64, same shape as ``scales``) from each scale to the nearest table
-    threshold that can change its index: ``min_k |s - t_k| / t_k`` over ``t_k >= bound``
-    (k < n - 1); thresholds below the bound are unreachable. Scales below the bound are measured
-    at the bound. For diagnosing index flips between implementations; NaN stays NaN."""
+def nearest_threshold(scales, scale_table, bound) -> tuple[np.ndarray, np.ndarray]:
+    """Where a float error in a prior scale could change its table index.
+
+    For each *raw* scale (before the lower bound, float32): the relative distance
+    ``|s - t_k| / t_k`` (float64) to the nearest index threshold that can change its index —
+    ``t_k = table[k]``, k < n - 1, with ``t_k >= bound`` (thresholds below the bound are
+    unreachable) — and the index change (int32, ±1) that crossing it means. The raw scale is what
+    counts: a scale well below the bound is clamped to the bound by every implementation and
+    cannot flip, however close the clamped value sits to a threshold. NaN gives NaN and 0."""
     table = np.asarray(scale_table, dtype=np.float32).astype(np.float64)
     thresholds = table[:-1][table[:-1] >= np.float64(np.float32(bound))]
-    s = np.maximum(np.asarray(scales, dtype=np.float32), np.float32(bound)).astype(np.float64)
+    s = np.asarray(scales, dtype=np.float32).astype(np.float64)
     if thresholds.size == 0:
-        return np.full(s.shape, np.inf)
-    pos = np.clip(np.searchsorted(thresholds, s), 1, thresholds.size - 1) if thresholds.size > 1 \
-        else np.zeros(s.shape, dtype=np.int64)
-    cand = [thresholds[pos]]
-    if thresholds.size > 1:
-        cand.append(thresholds[pos - 1])
-    d = np.min([np.abs(s - c) / c for c in cand], axis=0)
-    return np.where(np.isnan(s), np.nan, d)
+        return np.full(s.shape, np.inf), np.zeros(s.shape, np.int32)
+    pos = np.clip(np.searchsorted(thresholds, s), 0, thresholds.size - 1)
+    lower = thresholds[np.maximum(pos - 1, 0)]
+    upper = thresholds[pos]
+    nearest = np.where(np.abs(s - lower) / lower <= np.abs(upper - s) / upper, lower, upper)
+    d = np.abs(s - nearest) / nearest
+    # Above the threshold: index k+1 (`#{t < s}`); an error across it gives k, so -1; below: +1.
+    flip = np.where(np.isnan(s), 0, np.where(s > nearest, -1, 1)).astype(np.int32)
+    return np.where(np.isnan(s), np.nan, d), flip
+
+
+def boundary_distance(scales, scale_table, bound) -> np.ndarray:
+    """The distance part of :func:`nearest_threshold`: per raw scale, the relative distance to the
+    nearest reachable index threshold (for diagnosing index flips between implementations)."""
+    return nearest_threshold(scales, scale_table, bound)[0]
