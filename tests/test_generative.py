@@ -360,7 +360,7 @@ def test_rd_curve_padded_rate_cropped_psnr_and_json(rd, tmp_path):
     paths = G.write_rd_curve(curve, tmp_path / "toy-trd.json", tmp_path / "toy-trd.png")
     data = json.loads(paths[0].read_text())
     assert data["name"] == "trd" and data["test-set"] == "toy" and data["lambdas"] == lambdas
-    assert set(data["results"]) == {"bpp", "psnr"} and len(data["results"]["bpp"]) == 2
+    assert set(data["results"]) == {"bpp", "psnr", "mse"} and len(data["results"]["bpp"]) == 2
     back = load_rd(paths[0])
     assert list(back.bpp) == list(curve.bpp) and back.meta["draws"] == 2
     assert paths[1].stat().st_size > 1000
