@@ -27,6 +27,7 @@ from lvae_jax.models import zoo
 from lvae_jax.training import (TrainConfig, TrainingError, export_run, init_train_state,
                                make_optimizer, make_train_step, step_key, train)
 from lvae_jax.training.lambdas import eval_lambdas, sample_lmb
+from lvae_jax.training.metrics_log import read_metrics
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from lvae_jax.training.step import median_of_first
 
@@ -102,16 +103,6 @@ def run_config(tmp_path, data_dir, **kw) -> TrainConfig:
                 seed=1, compiler_options=dict(FAST_XLA))
     base.update(kw)
     return TrainConfig(**base)
-
-
-def train_losses(run_dir) -> dict[int, float]:
-    """step -> loss of the last line logged for that step (a resumed run re-logs steps)."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            out[rec["step"]] = rec["loss"]
-    return out
 
 
 # -- recipe rules --------------------------------------------------------------------------------
@@ -321,7 +312,7 @@ def test_train_run_resume_exact_eval_and_export(tmp_path, train_images, eval_ima
     res = train(straight)
     assert res.status == "finished" and res.step == n
     run = Path(straight.run_dir)
-    full = train_losses(run)
+    full = read_metrics(run)
     assert sorted(full) == list(range(1, n + 1))
     assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
     saved = json.loads((run / "train_config.json").read_text())
@@ -347,7 +338,7 @@ def test_train_run_resume_exact_eval_and_export(tmp_path, train_images, eval_ima
     assert res2.status == "stopped" and res2.step == stopped_at + 4
     res3 = train(interrupted, resume=True)
     assert res3.status == "finished" and res3.step == n
-    resumed = train_losses(interrupted.run_dir)
+    resumed = read_metrics(interrupted.run_dir)
     for t in range(1, n + 1):  # the same losses as the uninterrupted run
         assert resumed[t] == pytest.approx(full[t], rel=1e-6, abs=0), t
     # and the same EMA weights

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from lvae_jax.training.metrics_log import read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 SHARED = Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared"))
@@ -64,15 +66,6 @@ def _result(proc_out: str) -> dict:
     lines = [l for l in proc_out.splitlines() if l.startswith("RESULT ")]
     assert lines, proc_out[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
-
-
-def _losses(run_dir) -> dict[int, float]:
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            out[rec["step"]] = rec["loss"]
-    return out
 
 
 def _free_port() -> int:
@@ -139,7 +132,7 @@ def test_two_process_distributed_run_matches_one_process(tmp_path, jax_cache, mo
     results = [_result(o) for o in outs]
     assert sorted(r["process"] for r in results) == [0, 1]
     assert all(r["processes"] == 2 and r["devices"] == 2 and r["step"] == 4 for r in results)
-    dist, one = _losses(dist_dir), _losses(ref_dir)
+    dist, one = read_metrics(dist_dir), read_metrics(ref_dir)
     assert sorted(dist) == sorted(one) == [1, 2, 3, 4]
     for t in one:
         assert dist[t] == pytest.approx(one[t], rel=1e-5), t
@@ -181,7 +174,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, jax_cache):
 
     def logged():
         path = run_dir / "metrics.jsonl"
-        return max(_losses(run_dir), default=0) if path.is_file() else 0
+        return max(read_metrics(run_dir), default=0) if path.is_file() else 0
 
     # kill mid-interval: checkpoint 10 complete and a few later steps taken
     reached = _wait_for(lambda: complete(every) and logged() >= every + 3, timeout=400, proc=victim)
@@ -189,7 +182,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, jax_cache):
     out = victim.communicate(timeout=60)[0]
     assert reached, out[-3000:]
     assert victim.returncode == -signal.SIGKILL
-    before = _losses(run_dir)
+    before = read_metrics(run_dir)
     kept = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
     last = max(s for s in kept if complete(s))
     assert every <= last < max(before) < n  # steps after the last checkpoint were lost
@@ -204,7 +197,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, jax_cache):
     # the resumed process logged from the last complete checkpoint on, to the end
     k = len(steps) - steps[::-1].index(last + 1) - 1
     assert steps[k:] == list(range(last + 1, n + 1))
-    again = _losses(run_dir)  # the last line logged for each step: the resumed process's
+    again = read_metrics(run_dir)  # the last line logged for each step: the resumed process's
     for t in range(last + 1, max(before) + 1):  # the lost steps, taken again
         assert again[t] == pytest.approx(before[t], rel=1e-6, abs=0), t
     assert (run_dir / "model" / "lvae_model.json").is_file()

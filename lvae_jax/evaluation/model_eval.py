@@ -205,16 +205,10 @@ class LosslessResult:
 def save_result(result: RDCurve | LosslessResult, path) -> Path:
     """Write an RD curve (official schema, :func:`~lvae_jax.evaluation.rd_json.save_rd`) or a
     lossless result as JSON (atomically: an existing file stays intact on error)."""
-    from lvae_jax.evaluation.rd_json import save_rd
+    from lvae_jax.evaluation.rd_json import save_rd, write_text_atomic
     if isinstance(result, RDCurve):
         return save_rd(result, path)
-    text = json.dumps(result.to_dict(), indent=4, allow_nan=False) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(result.to_dict(), indent=4, allow_nan=False) + "\n")
 
 
 def _run_meta() -> dict:

@@ -306,7 +306,12 @@ def dumps(curves: RDCurve | Sequence[RDCurve], indent: int = 4) -> str:
 def save_rd(curves: RDCurve | Sequence[RDCurve], path, indent: int = 4) -> Path:
     """Write one curve (a JSON object) or several (a JSON list) to ``path``; the text is built
     before the file is opened, so a bad curve leaves an existing file untouched."""
-    text = dumps(curves, indent=indent)
+    return write_text_atomic(path, dumps(curves, indent=indent))
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename, so a reader never
+    sees a half-written file and an existing one stays intact if writing fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -60,6 +60,17 @@ class MetricsLogger:
             self._wb.finish()
 
 
+def read_metrics(run_dir, split: str = "train", key: str = "loss") -> dict[int, float]:
+    """``step -> value`` of ``key`` from ``RUN/metrics.jsonl`` for one split. A resumed run
+    re-logs the steps it repeats; the last line of a step wins."""
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("split") == split and key in rec:
+            out[int(rec["step"])] = rec[key]
+    return out
+
+
 def _jsonable(v):
     if hasattr(v, "item"):
         v = v.item()
