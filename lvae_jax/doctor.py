@@ -29,15 +29,24 @@ def run() -> int:
             report(False, mod, f"{type(e).__name__}: {e}")
     try:
         import jax
-        from lvae_jax.nn.layers import depthwise_impl
+        from lvae_jax.nn.depthwise import depthwise_impl
         report(True, "jax backend", f"{jax.default_backend()} {jax.devices()} "
                                     f"(depthwise conv: {depthwise_impl()})")
     except Exception as e:  # noqa: BLE001
         report(False, "jax backend", str(e))
     try:
+        import jax
+        from lvae_jax import native
+        if native.available():
+            report(True, "native CPU kernels", native.describe())
+        else:
+            # Only the CPU needs them; without them XLA's own (several times slower) kernel is used.
+            report(jax.default_backend() != "cpu", "native CPU kernels", native.unavailable_reason())
+    except Exception as e:  # noqa: BLE001
+        report(False, "native CPU kernels", f"{type(e).__name__}: {e}")
+    try:
         from lvae_jax.entropy import coder
-        detail = coder.self_test() if hasattr(coder, "self_test") else "loaded"
-        report(True, "CompressAI range coder", detail)
+        report(True, "CompressAI range coder", coder.self_test())
     except Exception as e:  # noqa: BLE001
         report(False, "CompressAI range coder", f"{type(e).__name__}: {e} (run scripts/setup.sh)")
     print("all checks passed" if not failures else f"{failures} check(s) failed")

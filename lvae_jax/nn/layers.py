@@ -11,13 +11,13 @@ Initialisation mirrors PyTorch's defaults (``kaiming_uniform(a=sqrt(5))``, i.e.
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lvae_jax import numerics
+from lvae_jax.nn.depthwise import depthwise_conv2d
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -97,42 +97,9 @@ class Conv2d(nnx.Module):
         return y + self.bias[...]
 
 
-def depthwise_impl() -> str:
-    """Which depthwise-convolution kernel to trace: ``LVAE_DEPTHWISE`` = ``shift`` | ``grouped``
-    | ``auto`` (default: ``shift`` on CPU, where XLA's grouped convolution is ~30× slower than a
-    sum of shifted products, ``grouped`` on GPU/TPU)."""
-    choice = os.environ.get("LVAE_DEPTHWISE", "auto")
-    if choice not in ("auto", "shift", "grouped"):
-        raise ValueError(f"LVAE_DEPTHWISE must be auto, shift or grouped, got {choice!r}")
-    if choice == "auto":
-        return "shift" if jax.default_backend() == "cpu" else "grouped"
-    return choice
-
-
-def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str | None = None) -> jax.Array:
-    """Depthwise 'same' convolution (odd k, stride 1, zero padding (k-1)/2), cross-correlation like
-    PyTorch. x: (N, H, W, C); kernel: (k, k, C)."""
-    k = kernel.shape[0]
-    if k == 1:
-        return x * kernel[0, 0]
-    p = (k - 1) // 2
-    impl = impl or depthwise_impl()
-    if impl == "grouped":
-        c = x.shape[-1]
-        return jax.lax.conv_general_dilated(x, kernel[:, :, None, :], (1, 1), [(p, p), (p, p)],
-                                            dimension_numbers=_DIMS, feature_group_count=c)
-    _, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    out = None
-    for i in range(k):
-        for j in range(k):
-            term = xp[:, i:i + h, j:j + w, :] * kernel[i, j]
-            out = term if out is None else out + term
-    return out
-
-
 class DepthwiseConv2d(nnx.Module):
-    """``nn.Conv2d(C, C, k, padding=(k-1)//2, groups=C)`` on NHWC. kernel: (k, k, C)."""
+    """``nn.Conv2d(C, C, k, padding=(k-1)//2, groups=C)`` on NHWC. kernel: (k, k, C).
+    The convolution itself and its kernels per backend: :mod:`lvae_jax.nn.depthwise`."""
 
     def __init__(self, channels: int, kernel_size: int, *, rngs: nnx.Rngs):
         fan_in = kernel_size * kernel_size
