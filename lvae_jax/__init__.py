@@ -29,12 +29,12 @@ def build_model(config, *, seed: int = 0, abstract: bool = False):
     """Build a :class:`~lvae_jax.models.HierarchicalVAE` from a :class:`ModelConfig`."""
     from flax import nnx
     from lvae_jax.models import HierarchicalVAE
-    def create():
-        return HierarchicalVAE(config, rngs=nnx.Rngs(seed))
-
+    from lvae_jax.nn.layers import HostInit
     if abstract:
-        return nnx.eval_shape(create)
-    return create()
+        return nnx.eval_shape(lambda: HierarchicalVAE(config, rngs=HostInit(seed, abstract=True)))
+    import jax
+    graphdef, state = nnx.split(HierarchicalVAE(config, rngs=HostInit(seed)))
+    return nnx.merge(graphdef, jax.device_put(state))  # host arrays -> device, in one transfer
 
 
 def load_model(path, **kwargs):

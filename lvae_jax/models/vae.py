@@ -27,7 +27,7 @@ from lvae_jax import numerics
 from lvae_jax.models import latents as L
 from lvae_jax.models import specs as S
 from lvae_jax.nn import blocks as B
-from lvae_jax.nn.layers import KeyStream, Linear
+from lvae_jax.nn.layers import KeyStream, Linear, constant
 
 
 class LatentStats(NamedTuple):
@@ -144,7 +144,7 @@ class HierarchicalVAE(nnx.Module):
         self.dec_blocks = nnx.List([build_block(s, rngs=rngs, num_latents=n_lat)
                                     for s in config.dec_blocks])
         self.latent_positions = tuple(i for i, s in enumerate(config.dec_blocks) if S.is_latent(s))
-        self.bias = nnx.Param(jnp.zeros((_width_of(config.dec_blocks[0]),), jnp.float32))
+        self.bias = nnx.Param(constant((_width_of(config.dec_blocks[0]),), 0.0))
         if config.variable_rate:
             self.lmb_embedding = LambdaEmbedding(config.lmb_embed_dim, config.sin_period, rngs=rngs)
         head = config.head

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lvae_jax import numerics
-from lvae_jax.nn.layers import Conv2d, ConvTranspose2d, DepthwiseConv2d, LayerNorm, Linear, Mlp
+from lvae_jax.nn.layers import (Conv2d, ConvTranspose2d, DepthwiseConv2d, LayerNorm, Linear, Mlp,
+                                 constant)
 
 #: Official ``ls_init_value`` of both ConvNeXt variants: layer-scale gamma starts at 1e-6.
 LAYER_SCALE_INIT = 1e-6
@@ -29,7 +30,7 @@ class ConvNeXtBlock(nnx.Module):
         self.conv_dw = DepthwiseConv2d(dim, kernel_size, rngs=rngs)
         self.norm = LayerNorm(dim, affine=True)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), dim, rngs=rngs)
-        self.gamma = nnx.Param(jnp.full((dim,), LAYER_SCALE_INIT, jnp.float32))
+        self.gamma = nnx.Param(constant((dim,), LAYER_SCALE_INIT))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.mlp(self.norm(self.conv_dw(x)))
@@ -66,7 +67,7 @@ class AdaLNConvNeXtBlock(nnx.Module):
         self.norm = LayerNorm(dim, affine=False)
         self.embedding_layer = Linear(embed_dim, 2 * dim, rngs=rngs)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), out_dim, rngs=rngs)
-        self.gamma = nnx.Param(jnp.full((out_dim,), LAYER_SCALE_INIT, jnp.float32))
+        self.gamma = nnx.Param(constant((out_dim,), LAYER_SCALE_INIT))
 
     def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
         y = self.norm(self.conv_dw(x))

@@ -89,10 +89,10 @@ def build_params(model_config, flat_params, seed: int, abstract: bool = False,
                  compiler_options: dict | None = None):
     """-> (graphdef, params State) split once from the NNX model (``nnx.split(model, nnx.Param)``).
 
-    A fresh model is initialised inside one ``jax.jit`` (the same values as the eager
-    ``build_model(config, seed=seed)``, one compilation instead of one per parameter shape);
-    ``abstract=True`` gives shapes only (a restore target); ``flat_params`` (from a model
-    directory) are loaded as they are.
+    A fresh model is ``build_model(config, seed=seed)`` (initialised on the host: nothing to
+    compile); ``abstract=True`` gives shapes only (a restore target); ``flat_params`` (from a
+    model directory) are loaded as they are. ``compiler_options`` is accepted for compatibility
+    and unused.
     """
     from flax import nnx
 
@@ -104,11 +104,7 @@ def build_params(model_config, flat_params, seed: int, abstract: bool = False,
     graphdef, shapes = nnx.split(skeleton, nnx.Param)
     if abstract:
         return graphdef, shapes
-
-    def init():
-        return nnx.split(lvae_jax.build_model(model_config, seed=seed), nnx.Param)[1]
-
-    return graphdef, jax.jit(init, compiler_options=compiler_options or None)()
+    return graphdef, nnx.split(lvae_jax.build_model(model_config, seed=seed), nnx.Param)[1]
 
 
 def export_model(graphdef, params, path, meta: dict) -> Path:
