@@ -33,7 +33,9 @@ def add_arguments(p):
                    help="centre-crop sample images to at most this size (default 256; 0 = full size)")
 
 
-def _sample_images(folder: Path | None, max_side: int):
+def sample_images(folder: Path | None, max_side: int):
+    """(name, (H, W, 3) uint8) of the quickstart: ``folder``'s images or scikit-image's
+    samples, centre-cropped to at most ``max_side`` (0: full size)."""
     import numpy as np
     from lvae_jax.image import load_rgb8
     if folder is not None:
@@ -77,7 +79,7 @@ def run(args) -> int:
         print(f"note: {meta.get('description', 'a demo model, not an official one')}")
     codec = Codec(load_model(ckpt))
     cfg = codec.config
-    images = _sample_images(args.images, args.max_side)
+    images = sample_images(args.images, args.max_side)
     print(f"images: {', '.join(f'{n} {a.shape[1]}x{a.shape[0]}' for n, a in images)}")
     if cfg.variable_rate:
         lo, hi = cfg.lmb_range
