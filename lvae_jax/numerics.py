@@ -279,3 +279,8 @@ def preprocess_target(im: jax.Array) -> jax.Array:
 def process_output(x: jax.Array) -> jax.Array:
     """``process_output``: ``clamp(x, -1, 1) * 0.5 + 0.5`` — decoder output to an image in [0, 1]."""
     return jnp.clip(x, -1.0, 1.0) * 0.5 + 0.5
+
+
+def process_output_host(x) -> np.ndarray:
+    """:func:`process_output` on the host, in float32 (the same operations on NumPy arrays)."""
+    return np.clip(np.asarray(x, np.float32), -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)

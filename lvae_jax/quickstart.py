@@ -6,17 +6,20 @@ embedded demo model (or ``--ckpt DIR``), decodes them, and writes to ``--out``:
 - ``rd.json``       the model's RD points (real bytes, headers included; PSNR per image, averaged)
                     in the official results schema, and ``jpeg.json`` for JPEG on the same images;
 - ``rd.png``        the RD plot, model vs JPEG;
-- ``side_by_side.png`` original | decoded | JPEG at about the same size, for one image;
-- ``<image>.lvae`` / ``<image>.png`` one bitstream and its decoding.
+- ``side_by_side.png`` original | decoded | JPEG at about the same size, for one image, labelled
+                    with bytes, bpp and PSNR;
+- ``<image>.lvae`` / ``<image>.png`` one bitstream and its decoding; ``bitstreams/`` every file.
 
-The demo model is small and trained briefly on a few images: it shows the tools working, not the
-compression of the official models (see the README for those).
+The RD points come from :func:`lvae_jax.evaluation.model_eval.evaluate_bitstreams` (the one
+real-bitstream evaluation loop) on the lvae-jax container.
+
+The demo model is small and was trained on CPU by ``scripts/train_demo_model.py`` on freely licensed
+photographs (not these images): it shows the tools working, not the compression of the official
+models (see the README for those).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -56,7 +59,6 @@ def sample_images(folder: Path | None, max_side: int):
 
 def run(args) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from lvae_jax.assets import demo_model_dir
     from lvae_jax.checkpoint.orbax_io import load_model, read_info
@@ -64,10 +66,12 @@ def run(args) -> int:
     from lvae_jax.codec.core import Codec
     from lvae_jax.evaluation import baselines
     from lvae_jax.evaluation.bd_rate import BDError, bd_rate
-    from lvae_jax.evaluation.metrics import psnr
+    from lvae_jax.evaluation.images import array_to_eval_image
+    from lvae_jax.evaluation.model_eval import evaluate_bitstreams
     from lvae_jax.evaluation.plot import plot_rd
-    from lvae_jax.evaluation.rd_json import RDCurve, save_rd
-    from lvae_jax.image import save_png, to_float
+    from lvae_jax.evaluation.rd_json import save_rd
+    from lvae_jax.image import save_png
+    from lvae_jax.models.lambdas import lambda_grid
 
     t_start = time.perf_counter()
     ckpt = Path(args.ckpt) if args.ckpt else demo_model_dir()
@@ -77,72 +81,79 @@ def run(args) -> int:
     print(f"model: {label} ({ckpt})")
     if meta.get("demo"):
         print(f"note: {meta.get('description', 'a demo model, not an official one')}")
-    codec = Codec(load_model(ckpt))
-    cfg = codec.config
+    model = load_model(ckpt)
+    cfg = model.config
     images = sample_images(args.images, args.max_side)
     print(f"images: {', '.join(f'{n} {a.shape[1]}x{a.shape[0]}' for n, a in images)}")
-    if cfg.variable_rate:
-        lo, hi = cfg.lmb_range
-        k = max(1, args.num_lambdas)
-        lambdas = [float(np.float32(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / max(1, k - 1))))
-                   for i in range(k)]
-    else:
-        lambdas = [None]
+    lambdas = (lambda_grid(*cfg.lmb_range, max(1, args.num_lambdas)) if cfg.variable_rate else None)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    test_set = "scikit-image samples" if args.images is None else str(args.images)
+    eval_images = [array_to_eval_image(im, n) for n, im in images]
 
-    points, decoded = [], {}
-    bar = tqdm(total=len(lambdas) * len(images), desc="compress + decompress", unit="image")
-    for lmb in lambdas:
-        bpps, psnrs, mses = [], [], []
-        for name, im in images:
-            data = api.compress(codec, im, lmb)
-            res = api.decompress(codec, data)
-            h, w = im.shape[:2]
-            bpps.append(8 * len(data) / (h * w))
-            psnrs.append(psnr(to_float(im), res.image))
-            mses.append(float(np.mean((to_float(im).astype(np.float64) - res.image) ** 2)))
-            decoded[(name, lmb)] = (data, res.image)
-            bar.update()
-        points.append({"lmb": lmb, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)),
-                       "mse": float(np.mean(mses))})
-    bar.close()
-    model_curve = RDCurve(name=label, test_set="scikit-image samples" if args.images is None else str(args.images),
-                          lambdas=None if lambdas == [None] else lambdas,
-                          bpp=[p["bpp"] for p in points], psnr=[p["psnr"] for p in points],
-                          mse=[p["mse"] for p in points])
-    save_rd(model_curve, out / "rd.json")
+    # Real bitstreams: every image compressed to a file at every λ and decoded back.
+    curve = evaluate_bitstreams(model, eval_images, lambdas, fmt="lvae", name=label,
+                                test_set=test_set, keep_dir=out / "bitstreams", progress=True,
+                                num_images=len(eval_images))
+    save_rd(curve, out / "rd.json")
 
     print("JPEG on the same images ...")
-    from lvae_jax.evaluation.images import array_to_eval_image
-    jpeg = baselines.evaluate_codecs([array_to_eval_image(im, n) for n, im in images], ["jpeg"],
-                                     qualities=[10, 20, 30, 50, 70, 85, 95], test_set=model_curve.test_set)[0]
+    jpeg = baselines.evaluate_codecs(eval_images, ["jpeg"], qualities=[5, 10, 20, 30, 50, 70, 85, 95],
+                                     test_set=test_set)[0]
     save_rd(jpeg, out / "jpeg.json")
-    plot_rd(out / "rd.png", [model_curve], anchors=[jpeg], title=f"{label} vs JPEG (real bitstreams)")
+    plot_rd(out / "rd.png", [curve], anchors=[jpeg], title=f"{label} vs JPEG (real bitstreams)")
 
-    # Side by side: one image, a middle λ, JPEG at the nearest size.
+    # Side by side: the first image at the middle λ, JPEG at the nearest size.
     name, im = images[0]
-    lmb = lambdas[len(lambdas) // 2]
-    data, rec = decoded[(name, lmb)]
+    k = len(curve.bpp) // 2
+    record = curve.extra["per-image"][k][0]
+    data = (out / "bitstreams" / record["file"]).read_bytes()
+    rec = api.decompress(Codec(model), data).image
     (out / f"{name}.lvae").write_bytes(data)
     save_png(out / f"{name}.png", rec)
     q, jpeg_img, jpeg_bytes = _jpeg_near(im, len(data))
-    h, w = im.shape[:2]
-    gap = np.full((h, 8, 3), 255, np.uint8)
-    from lvae_jax.image import to_uint8
-    save_png(out / "side_by_side.png", np.concatenate([im, gap, to_uint8(rec), gap, jpeg_img], axis=1))
+    from lvae_jax.evaluation.metrics import psnr
+    def caption(what, nbytes, x):
+        return [what, f"{nbytes} B, {8 * nbytes / im[..., 0].size:.3f} bpp", f"PSNR {psnr(im, x):.2f} dB"]
+
+    panels = [(im, ["original", f"{im.shape[1]}x{im.shape[0]}"]),
+              (rec, caption(f"{label} (lvae-jax)", len(data), rec)),
+              (jpeg_img, caption(f"JPEG q={q}", jpeg_bytes, jpeg_img))]
+    save_png(out / "side_by_side.png", side_by_side(panels))
 
     print(f"\n{'λ':>10} {'bpp':>8} {'PSNR (dB)':>10}")
-    for p in points:
-        print(f"{'-' if p['lmb'] is None else format(p['lmb'], 'g'):>10} {p['bpp']:8.4f} {p['psnr']:10.3f}")
+    for lmb, b, p in zip(curve.lambdas or [None], curve.bpp, curve.psnr):
+        print(f"{'-' if lmb is None else format(lmb, 'g'):>10} {b:8.4f} {p:10.3f}")
     try:
-        print(f"BD-rate vs JPEG: {bd_rate(jpeg, model_curve):+.1f} %")
+        print(f"BD-rate vs JPEG: {bd_rate(jpeg, curve):+.1f} % (negative: fewer bits than JPEG "
+              "at the same PSNR)")
     except (BDError, ValueError) as e:
         print(f"BD-rate vs JPEG: not computable ({e})")
-    print(f"side by side ({name}): {len(data)} B ours | {jpeg_bytes} B JPEG q={q}")
-    print(f"wrote {out}/rd.json, jpeg.json, rd.png, side_by_side.png, {name}.lvae, {name}.png "
-          f"in {time.perf_counter() - t_start:.0f} s")
+    print(f"side by side ({name}): {len(data)} B {label} | {jpeg_bytes} B JPEG q={q}")
+    print(f"wrote {out}/rd.json, jpeg.json, rd.png, side_by_side.png, {name}.lvae, {name}.png, "
+          f"bitstreams/ in {time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def side_by_side(panels, gap: int = 8, line: int = 13) -> "np.ndarray":
+    """Images (H, W, 3) (uint8 or float in [0, 1]) side by side, each over its caption lines."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from lvae_jax.image import to_uint8
+    arrays = [p if np.asarray(p).dtype == np.uint8 else to_uint8(p) for p, _ in panels]
+    h = max(a.shape[0] for a in arrays)
+    w = sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1)
+    band = line * max(len(c) for _, c in panels) + 6
+    canvas = Image.new("RGB", (w, h + band), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for a, (_, lines) in zip(arrays, panels):
+        canvas.paste(Image.fromarray(a), (x, 0))
+        for k, text in enumerate(lines):
+            draw.text((x + 2, h + 3 + k * line), text, fill=(0, 0, 0))
+        x += a.shape[1] + gap
+    return np.asarray(canvas)
 
 
 def _jpeg_near(im, nbytes: int):

@@ -262,24 +262,27 @@ def _teacher_decode(codec, grid, lmb, strings, symbols, pixel_string, pixel_symb
     -> (image (H, W, 3), per-block lvae-jax decoder scales, indexes) in coder order."""
     import numpy as np
     from lvae_jax import numerics
-    from lvae_jax.codec.core import numerics_process_output, to_coder_order_f
     from lvae_jax.codec.engine import from_coder_order, to_coder_order
     engine = codec.engine
     scales, indexes = [], []
 
-    def choose_z(i, pm, pv, idx):
-        flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order_f(pv[0])
+    def decode_latent(i, pm, pv, idx):
+        flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order(pv[0], np.float32)
         scales.append(flat_pv)
         indexes.append(flat_idx)
-        if i < codec.num_latents:
-            observe(i, strings[i], symbols[i], flat_idx, flat_pv, engine.latent_tables)
-            return from_coder_order(symbols[i], pm.shape[1:]).astype(np.float32)[None] + pm
-        observe(i, pixel_string, pixel_symbols, flat_idx, flat_pv, engine.pixel_tables)
+        observe(i, strings[i], symbols[i], flat_idx, flat_pv, engine.latent_tables)
+        return from_coder_order(symbols[i], pm.shape[1:]).astype(np.float32)[None] + pm
+
+    def decode_pixels(pm, pv, idx):
+        flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order(pv[0], np.float32)
+        scales.append(flat_pv)
+        indexes.append(flat_idx)
+        observe(codec.num_latents, pixel_string, pixel_symbols, flat_idx, flat_pv, engine.pixel_tables)
         x = (from_coder_order(pixel_symbols, pm.shape[1:]).astype(np.float32)[None] + pm) \
             * np.float32(numerics.PIXEL_BIN_SIZE)
-        return numerics_process_output(x)
+        return numerics.process_output_host(x)
 
-    x = engine.decode((1, *grid), lmb, choose_z)
+    x = engine.decode((1, *grid), lmb, decode_latent, decode_pixels)
     return x[0], scales, indexes
 
 
@@ -293,7 +296,7 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     ``off``: the official worker's npz."""
     import numpy as np
     from lvae_jax.codec import api, formats
-    from lvae_jax.codec.container import symbols_crc
+    from lvae_jax.entropy.coder import symbols_crc
     from lvae_jax.codec.core import DecodeReport, EncodedImage, decode_latent_robust
     from lvae_jax.entropy import coder
     from lvae_jax.entropy.coder import BitstreamError

@@ -17,9 +17,14 @@ def test_quickstart_runs_offline_and_writes_its_outputs(tmp_path):
                        env={**__import__("os").environ, "NO_PROXY": "*", "HTTP_PROXY": "http://0.0.0.0:9",
                             "HTTPS_PROXY": "http://0.0.0.0:9"})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "DEMO" in r.stdout or "demo" in r.stdout
+    # The demo model announces itself as such (its own description, not a path that says "demo").
+    assert any(line.startswith("note: DEMO MODEL") for line in r.stdout.splitlines()), r.stdout
     for name in ("rd.json", "jpeg.json", "rd.png", "side_by_side.png", "astronaut.lvae", "astronaut.png"):
         assert (out / name).is_file(), name
+    # three 128-px panels side by side, with caption lines under them
+    from PIL import Image
+    w, h = Image.open(out / "side_by_side.png").size
+    assert w == 3 * 128 + 2 * 8 and h > 128 + 30
     model = load_rd(out / "rd.json")
     raw = json.loads((out / "rd.json").read_text())
     assert {"name", "test-set", "lambdas", "results"} <= set(raw) and len(model.bpp) == 2

@@ -26,7 +26,7 @@ import lvae_jax
 from lvae_jax.models import zoo
 from lvae_jax.training import (TrainConfig, TrainingError, export_run, init_train_state,
                                make_optimizer, make_train_step, step_key, train)
-from lvae_jax.training.lambdas import eval_lambdas, sample_lmb
+from lvae_jax.models.lambdas import sample_lmb, self_evaluate_lambdas as eval_lambdas
 from lvae_jax.training.metrics_log import read_metrics
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from lvae_jax.training.step import median_of_first

@@ -143,7 +143,10 @@ def _mismatch_report(missing, unexpected, wrong, limit: int = 20) -> str:
 
 
 def load_model(path):
-    """Build the model recorded in ``path`` and load its parameters."""
+    """Build the model recorded in ``path`` and load its parameters. The model carries the
+    verified sha256 of its weights as ``model.weights_sha256`` (its identity in bitstreams)."""
     from lvae_jax import build_model
-    config, params, _ = load_params(path)
-    return assign_params(build_model(config, abstract=True), params)
+    config, params, info = load_params(path)
+    model = assign_params(build_model(config, abstract=True), params)
+    model.weights_sha256 = info.get("weights_sha256") or weights_digest(params)
+    return model

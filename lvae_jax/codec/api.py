@@ -36,20 +36,6 @@ FORMATS = ("lvae", "official")
 
 
 # ------------------------------------------------------------------------------------------------
-# Model identity
-# ------------------------------------------------------------------------------------------------
-
-
-def model_identity(codec: Codec) -> bytes:
-    """16-byte id of the codec's model (config fingerprint + weights digest); cached."""
-    if getattr(codec, "_model_id", None) is None:
-        from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
-        digest = getattr(codec.model, "weights_sha256", None) or weights_digest(flat_params(codec.model))
-        codec._model_id = container.model_id(codec.config.fingerprint(), digest)
-    return codec._model_id
-
-
-# ------------------------------------------------------------------------------------------------
 # Compression
 # ------------------------------------------------------------------------------------------------
 
@@ -97,7 +83,7 @@ def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
     cfg = codec.config
     if fmt == "lvae":
         return container.write_container(
-            model_name=cfg.name, model_id=model_identity(codec),
+            model_name=cfg.name, model_id=codec.model_id,
             lmb=None if lmb is None else float(lmb), image_size=tuple(image_size), stride=cfg.max_stride,
             latent_strings=[[s] for s in enc.latents],
             pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs)
@@ -171,10 +157,10 @@ def check_model(codec: Codec, p: ParsedFile):
     """Refuse a file that was not written by (a model compatible with) this codec's model."""
     cfg = codec.config
     if p.fmt == "lvae":
-        if p.model_id != model_identity(codec):
+        if p.model_id != codec.model_id:
             raise BitstreamError(
                 f"this file was written by model {p.model_name!r} with other weights or config "
-                f"(id {p.model_id.hex()}), not by the loaded {cfg.name!r} (id {model_identity(codec).hex()})")
+                f"(id {p.model_id.hex()}), not by the loaded {cfg.name!r} (id {codec.model_id.hex()})")
     elif p.fmt == "qarv-official" and cfg.family != "qarv":
         raise BitstreamError(f"an official QARV file cannot be decoded with {cfg.name} ({cfg.family})")
     elif p.fmt == "qres-official" and cfg.family != "qres":

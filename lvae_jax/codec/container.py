@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 
 from lvae_jax.codec import formats
-from lvae_jax.entropy.coder import BitstreamError
+from lvae_jax.entropy.coder import BitstreamError, symbols_crc  # noqa: F401 (the chunk table's CRC)
 
 MAGIC = b"LVAE"
 VERSION = 1
@@ -54,15 +54,6 @@ def model_id(config_fingerprint: str | bytes, weights_digest: str | bytes) -> by
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
     return h.digest()[:16]
-
-
-def symbols_crc(symbols) -> int:
-    """CRC32 of a chunk's symbols: int32 little-endian, in coder order. Lets a decoder confirm it
-    used the encoder's table indexes: a string decoded with an index on the other side of a table
-    boundary (prior scales computed on another device or by another implementation) can still
-    re-encode to itself, but not give the same symbols."""
-    import numpy as np
-    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
 
 
 def chunk_crc(index: int, payload: bytes) -> int:

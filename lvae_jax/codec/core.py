@@ -8,6 +8,7 @@ coding of ``round(qm − pm)`` in (C, h, w) order with the table indexes of its 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import jax
@@ -16,8 +17,8 @@ import numpy as np
 from lvae_jax import numerics
 from lvae_jax.codec.engine import CodecEngine, from_coder_order, to_coder_order
 from lvae_jax.entropy import coder
-from lvae_jax.entropy.coder import BitstreamError
-from lvae_jax.codec.container import symbols_crc
+from lvae_jax.entropy.coder import BitstreamError, symbols_crc
+from lvae_jax.models import inference, lambdas
 
 #: Relative distance of a prior scale to a table threshold below which its index may differ
 #: between two correct float32 implementations (see docs/cross_implementation.md).
@@ -73,23 +74,20 @@ class Codec:
     def num_latents(self) -> int:
         return self.engine.num_latents
 
+    @functools.cached_property
+    def model_id(self) -> bytes:
+        """16-byte id of the model (config fingerprint + weights digest) that the container
+        records: computed once — from the digest a loaded model carries
+        (``model.weights_sha256``, verified when it was loaded), else by hashing the weights."""
+        from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
+        from lvae_jax.codec.container import model_id
+        digest = getattr(self.model, "weights_sha256", None) or weights_digest(flat_params(self.model))
+        return model_id(self.config.fingerprint(), digest)
+
     def check_lmb(self, lmb):
-        """λ for a variable-rate model (required, within the trained range); None for QRes."""
-        cfg = self.config
-        if not cfg.variable_rate:
-            if lmb is not None:
-                raise ValueError(f"{cfg.name} is a fixed-rate model (λ = {cfg.default_lmb:g}); "
-                                 "do not pass a λ")
-            return None
-        if lmb is None:
-            raise ValueError(f"{cfg.name} is variable-rate: choose λ in {cfg.lmb_range} "
-                             f"(larger λ = higher quality and larger files; the official default is "
-                             f"the highest, {cfg.default_lmb:g})")
-        lo, hi = cfg.lmb_range
-        lmb = float(np.float32(lmb))
-        if not (lo <= lmb <= hi):
-            raise ValueError(f"λ = {lmb:g} is outside the range {cfg.name} was trained for, [{lo:g}, {hi:g}]")
-        return lmb
+        """λ for a variable-rate model (required, within the trained range); None for QRes
+        (:func:`lvae_jax.models.lambdas.check_lmb`)."""
+        return lambdas.check_lmb(self.config, lmb)
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -150,62 +148,51 @@ class Codec:
         lt = self.engine.latent_tables
         n = len(items)
 
-        def choose_z(i, pm, pv, idx):
-            if i == self.num_latents:                      # lossless pixel head
-                return self._decode_pixels(items, pm, pv, idx, full=(k == self.num_latents),
-                                           verify=verify, robust=robust, report=report)
+        def decode_latent(i, pm, pv, idx):
             if i < k:
                 z = np.empty_like(pm)
                 for j, it in enumerate(items):
                     what = f"latent block {i}" + (f" of image {j}" if n > 1 else "")
                     if robust:
                         sym = decode_latent_robust(it.latents[i], to_coder_order(idx[j]),
-                                                   to_coder_order_f(pv[j]), lt, report, what,
-                                                   expected_crc=_crc_of(it, i))
+                                                   to_coder_order(pv[j], np.float32), lt, report,
+                                                   what, expected_crc=_crc_of(it, i))
                     else:
                         sym = coder.decode(it.latents[i], to_coder_order(idx[j]), lt, verify=verify)
                     z[j] = from_coder_order(sym, pm.shape[1:]).astype(np.float32) + pm[j]
                 return z
             if temperature == 0:
                 return pm
-            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-            eps = np.asarray(jax.random.normal(k1, pm.shape))
-            u = np.asarray(jax.random.uniform(k2, pm.shape, minval=-0.5, maxval=0.5))
-            return pm + temperature * pv * eps + temperature * u
+            return np.asarray(inference.prior_draw(True, pm, pv, key, i, np.float32(temperature)))
 
-        return self.engine.decode((n, *grid), lmb, choose_z)
+        def decode_pixels(mean, scale, idx):
+            return self._decode_pixels(items, mean, scale, idx, full=(k == self.num_latents),
+                                       verify=verify, robust=robust, report=report)
+
+        return self.engine.decode((n, *grid), lmb, decode_latent, decode_pixels)
 
     def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report):
         """Lossless head: pixel symbols + mean (in bins of 1/127.5) -> image, exactly like the
         official ``GaussianNLLOutputNet.decompress`` and ``process_output``."""
         if not full or any(it.pixels is None for it in items):
-            return numerics_process_output(mean * np.float32(numerics.PIXEL_BIN_SIZE))
+            return numerics.process_output_host(mean * np.float32(numerics.PIXEL_BIN_SIZE))
         x = np.empty_like(mean)
         for j, it in enumerate(items):
             pt = self.engine.pixel_tables
             if robust:
-                sym = decode_latent_robust(it.pixels, to_coder_order(idx[j]), to_coder_order_f(scale[j]),
-                                           pt, report, "pixels", expected_crc=_crc_of(it, len(it.latents)))
+                sym = decode_latent_robust(it.pixels, to_coder_order(idx[j]),
+                                           to_coder_order(scale[j], np.float32), pt, report,
+                                           "pixels", expected_crc=_crc_of(it, len(it.latents)))
             else:
                 sym = coder.decode(it.pixels, to_coder_order(idx[j]), pt, verify=verify)
             x[j] = (from_coder_order(sym, mean.shape[1:]).astype(np.float32) + mean[j]) * np.float32(
                 numerics.PIXEL_BIN_SIZE)
-        return numerics_process_output(x)
+        return numerics.process_output_host(x)
 
 
 def _crc_of(item: EncodedImage, i: int):
     crcs = item.symbol_crcs
     return None if crcs is None or i >= len(crcs) else crcs[i]
-
-
-def to_coder_order_f(a: np.ndarray) -> np.ndarray:
-    """Like :func:`~lvae_jax.codec.engine.to_coder_order`, for float arrays (prior scales)."""
-    return np.ascontiguousarray(np.asarray(a, np.float32).transpose(2, 0, 1)).reshape(-1)
-
-
-def numerics_process_output(x: np.ndarray) -> np.ndarray:
-    """:func:`lvae_jax.numerics.process_output` on host, in float32."""
-    return np.clip(np.asarray(x, np.float32), -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
 
 
 def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray, tables,
@@ -218,7 +205,7 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
     other side. Decoding with the neighbouring table usually breaks the string's self-consistency
     (caught by re-encoding), but not always: adjacent tables are so alike that the string can
     re-encode to itself with one symbol changed. So: decode with re-encoding verification and, when
-    ``expected_crc`` (the encoder's :func:`~lvae_jax.codec.container.symbols_crc`, stored by
+    ``expected_crc`` (the encoder's :func:`~lvae_jax.entropy.coder.symbols_crc`, stored by
     lvae-jax's container) is known, compare the symbols' CRC. On a mismatch, retry with the indexes
     of scales within :data:`NEAR_BOUNDARY` of a threshold flipped (singly, then in pairs, at most
     :data:`MAX_FLIP_TRIALS`). Without ``expected_crc`` (official files) a silent flip cannot be

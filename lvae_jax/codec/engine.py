@@ -24,6 +24,7 @@ from flax import nnx
 
 from lvae_jax import numerics
 from lvae_jax.entropy import tables as T
+from lvae_jax.models import inference
 
 #: Which scale table each model family's latents use (the official update() of each block).
 LATENT_TABLE = {"qres": "qres_latent", "qarv": "qarv_latent"}
@@ -43,9 +44,10 @@ class EncodedLatents(NamedTuple):
     pixel_indexes: np.ndarray | None
 
 
-def to_coder_order(a: np.ndarray) -> np.ndarray:
-    """(h, w, C) of one image -> flat int32 in the official (C, h, w) order."""
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1), dtype=np.int32).reshape(-1)
+def to_coder_order(a: np.ndarray, dtype=np.int32) -> np.ndarray:
+    """(h, w, C) of one image -> flat ``dtype`` (int32 symbols and indexes, float32 scales) in the
+    official (C, h, w) order."""
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1), dtype=dtype).reshape(-1)
 
 
 def from_coder_order(flat: np.ndarray, shape_hwc) -> np.ndarray:
@@ -131,9 +133,7 @@ class CodecEngine:
 
             def step(state, feature, z_prev, emb):
                 model = nnx.merge(self.graphdef, state)
-                if i > 0:
-                    feature = model.fuse_step(i - 1, feature, z_prev, emb)
-                feature, pm, pv = model.prior_step(i, feature, emb)
+                feature, pm, pv = inference.decode_step(model, i, feature, z_prev, emb)
                 return feature, pm, pv, T.build_indexes_jnp(pv, table, bound)
 
             self._steps[i] = jax.jit(step)
@@ -170,15 +170,16 @@ class CodecEngine:
             self._steps[key] = jax.jit(embed)
         return self._steps[key](self.state, lmb)
 
-    def decode(self, latent_grid: tuple[int, int, int], lmb, choose_z) -> np.ndarray:
+    def decode(self, latent_grid: tuple[int, int, int], lmb, decode_latent,
+               decode_pixels=None) -> np.ndarray:
         """Sequential decoding.
 
         ``latent_grid``: (N, h, w) of the first latent (image size / 64).
-        ``choose_z(i, pm, pv, indexes) -> z``: host callback deciding latent i from its prior
-        (decode its symbols and return ``symbols + pm``, or take the mean, or sample).
-        Returns images (N, H, W, 3) in [0, 1]; lossless: the pixel mean, scale and indexes (bin
-        units) are passed to ``choose_z(num_latents, mean, scale, indexes)``, which returns the
-        image in [0, 1].
+        ``decode_latent(i, pm, pv, indexes) -> z``: host callback deciding latent i from its
+        prior (decode its symbols and return ``symbols + pm``, or take the mean, or sample).
+        Returns images (N, H, W, 3) in [0, 1]; lossless: ``decode_pixels(mean, scale, indexes)``
+        receives the pixel head's mean, scale and indexes (bin units) and returns the image in
+        [0, 1].
         """
         n, h, w = latent_grid
         emb = self._embed(jnp.float32(lmb) if lmb is not None else None, n)
@@ -188,9 +189,12 @@ class CodecEngine:
         for i in range(self.num_latents):
             feature, pm, pv, idx = self._step(i)(self.state, feature, z, emb)
             pm_h, pv_h, idx_h = jax.device_get((pm, pv, idx))
-            z = jnp.asarray(choose_z(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)), jnp.float32)
+            z = jnp.asarray(decode_latent(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)),
+                            jnp.float32)
         out, scale, idx = self._final()(self.state, feature, z, emb)
         if self.model.lossless:
+            if decode_pixels is None:
+                raise ValueError("decoding the lossless model needs decode_pixels")
             mean, scale, idx = jax.device_get((out, scale, idx))
-            return choose_z(self.num_latents, np.asarray(mean), np.asarray(scale), np.asarray(idx))
+            return decode_pixels(np.asarray(mean), np.asarray(scale), np.asarray(idx))
         return np.asarray(jax.device_get(out))

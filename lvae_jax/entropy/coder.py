@@ -88,6 +88,7 @@ import functools
 import importlib.machinery
 import importlib.util
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -315,6 +316,14 @@ def encode(symbols, indexes, tables) -> bytes:
         return reference_encode(sym, idx, t)
     enc = _native().ans.RansEncoder()
     return bytes(enc.encode_with_indexes(sym.tolist(), idx.tolist(), t._rows, t._lengths, t._offsets))
+
+
+def symbols_crc(symbols) -> int:
+    """CRC32 of a chunk's symbols: int32 little-endian, in coder order. Lets a decoder confirm it
+    used the encoder's table indexes: a string decoded with an index on the other side of a table
+    boundary (prior scales computed on another device or by another implementation) can still
+    re-encode to itself, but not give the same symbols."""
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
 
 
 def check_stream(data) -> bytes:

@@ -56,13 +56,10 @@ import numpy as np
 from lvae_jax.evaluation import metrics
 from lvae_jax.evaluation.images import EvalImage
 from lvae_jax.evaluation.rd_json import RDCurve
+from lvae_jax.models import lambdas as L
 
 #: File layouts for ``evaluate_bitstreams`` (see the module docstring).
 FORMATS = ("official", "lvae")
-#: λ count of ``eval-var-rate.py`` (its ``--steps`` default).
-OFFICIAL_NUM_LAMBDAS = 16
-#: bpp denominators of the estimated evaluation.
-BPP_PIXELS = ("original", "padded")
 
 
 class EvalError(ValueError):
@@ -121,46 +118,13 @@ def fixed_lambda(config) -> float | None:
 
 
 def lambdas_for(config, lambdas: Sequence[float] | None = None, num: int | None = None,
-                lmb_range: Sequence[float] | None = None,
-                default_num: int = OFFICIAL_NUM_LAMBDAS, spacing: str = "log") -> list[float]:
-    """The λ values at which to evaluate a variable-rate model: ``lambdas`` as given, or ``num``
-    (default ``default_num``) values spaced like the official scripts over ``lmb_range`` (default:
-    the model's range). Raises :class:`EvalError` for a fixed-rate model given any of them, a
-    λ outside the model's range, or an empty or malformed choice."""
-    from lvae_jax.generative.rd_curve import lambda_grid
-    name = config.name
-    if not config.variable_rate:
-        if lambdas is not None or num is not None or lmb_range is not None:
-            lmb = fixed_lambda(config)
-            trained = f"trained at λ = {lmb:g}" if lmb is not None else "lossless"
-            raise EvalError(f"{name} is a fixed-rate model ({trained}): it gives one point and "
-                            "takes no λ; for a QRes curve pass one model directory per λ")
-        return []
-    lo, hi = config.lmb_range
-    if lambdas is not None and (num is not None or lmb_range is not None):
-        raise EvalError("give λ values or a λ count (with an optional range), not both")
-
-    def check(v, what):
-        v32 = float(np.float32(v))      # the codec stores and uses λ as float32
-        if not (math.isfinite(v) and lo <= v32 <= hi):
-            raise EvalError(f"{what} = {v:g} is outside the range {name} was trained for "
-                            f"[{lo:g}, {hi:g}]")
-        return float(v)
-
-    if lambdas is not None:
-        values = [check(float(v), "λ") for v in lambdas]
-        if not values:
-            raise EvalError("the λ list is empty")
-        return values
-    a, b = (lo, hi) if lmb_range is None else (float(v) for v in lmb_range)
-    check(a, "λ range start")
-    check(b, "λ range end")
-    if a > b:
-        raise EvalError(f"λ range start {a:g} is above its end {b:g}")
-    n = default_num if num is None else int(num)
-    if n < 1:
-        raise EvalError(f"the number of λ values must be >= 1, got {n}")
-    return [check(v, "λ") for v in lambda_grid(a, b, n, spacing)]
+                lmb_range: Sequence[float] | None = None, default_num: int = L.BITSTREAM_STEPS,
+                spacing: str = "log") -> list[float]:
+    """:func:`lvae_jax.models.lambdas.lambdas_for` raising :class:`EvalError`."""
+    try:
+        return L.lambdas_for(config, lambdas, num, lmb_range, default_num, spacing)
+    except L.LambdaError as e:
+        raise EvalError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -439,57 +403,6 @@ def _describe_format(fmt: str, config) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _fixed_rate_pass(model):
-    """Jitted eval forward of a fixed-rate QRes model on one image: (1, H, W, 3) in [0, 1] (H, W
-    multiples of 64) -> (latent nats (1,), pixel NLL nats (1,) or zeros, reconstruction
-    (1, H, W, 3) in [0, 1]). The latent rate is the eval-mode −log P of the quantised latents;
-    the lossless model's pixel NLL is the official training-time one (``metrics["nll"]``, nats
-    per dimension, a batch mean — hence one image per call)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from lvae_jax import numerics
-    graphdef, state = nnx.split(model)
-
-    def run(state, x):
-        m = nnx.merge(graphdef, state)
-        out = m(x, None, training=False)
-        latent = sum(jnp.sum(st.rate, axis=(1, 2, 3)) for st in out.latents)
-        if m.lossless:
-            pixel = jnp.broadcast_to(out.metrics["nll"] * float(np.prod(x.shape[1:])), latent.shape)
-        else:
-            pixel = jnp.zeros_like(latent)
-        return latent, pixel, numerics.process_output(out.x_hat)
-
-    fn = jax.jit(run)
-    return lambda x: fn(state, x)
-
-
-def _estimate_fixed(model, images: Sequence[EvalImage], bpp_pixels: str,
-                    tick: Callable[[], None]) -> list[dict]:
-    """Per image: estimated bpp (and mse, psnr of the eval reconstruction) of a QRes model."""
-    from lvae_jax import numerics
-    from lvae_jax.image import pad_to_multiple, to_float
-    run = _fixed_rate_pass(model)
-    out = []
-    for im in images:
-        h, w = im.pixels.shape[:2]
-        x = pad_to_multiple(to_float(im.pixels), model.config.max_stride)[None]
-        latent, pixel, recon = run(x)
-        denom = h * w if bpp_pixels == "original" else x.shape[1] * x.shape[2]
-        nats = float(np.asarray(latent, np.float64)[0]) + float(np.asarray(pixel, np.float64)[0])
-        rec = {"image": im.name, "height": h, "width": w, "bpp": nats * numerics.LOG2_E / denom}
-        if model.lossless:
-            rec["bpsp"] = rec["bpp"] / 3.0
-        else:
-            m = metrics.mse(im.pixels, np.asarray(recon)[0, :h, :w])
-            rec.update(mse=m, psnr=metrics.psnr_from_mse(m))
-        out.append(rec)
-        tick()
-    return out
-
-
 def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | None = None, *,
              num_lambdas: int | None = None, lmb_range: Sequence[float] | None = None, key=None,
              draws: int = 1, bpp_pixels: str | None = None, name: str | None = None,
@@ -497,7 +410,8 @@ def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | Non
              log: Callable[[str], None] | None = None) -> RDCurve | LosslessResult:
     """Estimated-rate evaluation (no coder), for every model family.
 
-    Variable-rate models (one): :func:`~lvae_jax.generative.rd_curve.estimate_rd_curve` at
+    The loop is :mod:`lvae_jax.evaluation.estimate`. Variable-rate models (one):
+    :func:`~lvae_jax.generative.rd_curve.estimate_rd_curve` at
     ``lambdas``, or ``num_lambdas`` values over ``lmb_range`` (defaults: the family's official
     protocol — QARV 8 values, rd_model_base 16 — over the model's range); ``key`` (a PRNG key) is
     required for rd_model_base, ``draws`` averages its latent draws. Fixed-rate QRes models: one
@@ -507,7 +421,8 @@ def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | Non
     """
     from tqdm import tqdm
 
-    from lvae_jax.generative.rd_curve import PROTOCOLS, estimate_rd_curve
+    from lvae_jax.evaluation.estimate import BPP_PIXELS, EstimateError, estimate_points
+    from lvae_jax.generative.rd_curve import estimate_rd_curve
 
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     check_model_set(models)
@@ -525,7 +440,7 @@ def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | Non
     name = name or _model_name(models)
 
     if cfg.variable_rate:
-        protocol = PROTOCOLS[cfg.family]
+        protocol = L.PROTOCOLS[cfg.family]
         lmbs = lambdas_for(cfg, lambdas, num_lambdas, lmb_range, default_num=protocol.steps,
                            spacing=protocol.spacing)
         if cfg.family == "rd" and key is None:
@@ -551,7 +466,11 @@ def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | Non
     bar = tqdm(total=len(images) * len(order), disable=not progress, file=sys.stderr,
                unit="image", desc=f"{name} estimate", dynamic_ncols=True)
     try:
-        per_point = [_estimate_fixed(m, images, bpp_pixels, lambda: bar.update(1)) for m in order]
+        per_point = [estimate_points(m, images, [None], bpp_pixels=bpp_pixels,
+                                     progress=lambda _msg: bar.update(1))[0].records
+                     for m in order]
+    except EstimateError as e:
+        raise EvalError(str(e)) from None
     finally:
         bar.close()
     meta.update({"rate": "estimated (eval-mode -log2 P of the quantised latents"

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from lvae_jax import numerics
+from lvae_jax.models import inference, lambdas
 
 
 class GenerativeError(ValueError):
@@ -68,16 +69,6 @@ class Inference(NamedTuple):
 # ------------------------------------------------------------------------------------------------
 
 
-def _prior_draw(model, i: int, pm, pv, key, t):
-    """Draw latent i from its prior at temperature t (official ``forward_uncond`` /
-    ``mode='sampling'``); the key derivation matches ``HierarchicalVAE.sample``."""
-    k_normal, k_uniform = jax.random.split(jax.random.fold_in(key, i))
-    z = pm + pv * jax.random.normal(k_normal, pm.shape, jnp.float32) * t
-    if model.dec_blocks[model.latent_positions[i]].rate_rule == "quantized":
-        z = z + jax.random.uniform(k_uniform, pm.shape, jnp.float32, -0.5, 0.5) * t
-    return jnp.where(t > 0, z, pm)
-
-
 def _output_draw(model, feature, key, t):
     """Decoder output -> image in [-1, 1] units: the lossless head samples pixels at temperature t
     (official ``GaussianNLLOutputNet.sample``, unbounded log-scale); other heads are the identity."""
@@ -90,31 +81,25 @@ def _output_draw(model, feature, key, t):
 
 
 class _Passes(NamedTuple):
-    infer: object
     decode: object
     prior_means: object
 
 
 @functools.lru_cache(maxsize=16)
 def _passes(graphdef) -> _Passes:
-    """Jitted functions of one graph definition (hashable: equal for equal model structures)."""
-
-    def infer(state, im, lmb, key):
-        model = nnx.merge(graphdef, state)
-        out = model(im, lmb, training=False, key=key)
-        zs = tuple(st.z for st in out.latents)
-        rates = jnp.stack([jnp.sum(st.rate, axis=(1, 2, 3)) for st in out.latents], axis=-1)
-        return zs, rates, numerics.process_output(out.x_hat)
+    """Jitted functions of one graph definition (hashable: equal for equal model structures).
+    The evaluation pass (latents, rates) is :func:`lvae_jax.models.inference.eval_pass`."""
 
     def decode(state, given, keep, key, t, lmb, n, h, w):
         model = nnx.merge(graphdef, state)
         emb = model.embed(lmb)
         feature = model.initial_feature(n, h, w)
+        z = None
         for i in range(model.num_latents):
-            feature, pm, pv = model.prior_step(i, feature, emb)
-            z = jnp.where(keep[i], given[i], _prior_draw(model, i, pm, pv, key, t))
-            feature = model.fuse_step(i, feature, z, emb)
-        feature = model.tail(feature, emb)
+            feature, pm, pv = inference.decode_step(model, i, feature, z, emb)
+            drawn = inference.prior_draw(inference.is_quantized(model, i), pm, pv, key, i, t)
+            z = jnp.where(keep[i], given[i], drawn)
+        feature = model.tail(model.fuse_step(model.num_latents - 1, feature, z, emb), emb)
         return numerics.process_output(_output_draw(model, feature, key, t))
 
     def prior_means(state, lmb, n, h, w):
@@ -128,7 +113,7 @@ def _passes(graphdef) -> _Passes:
             feature = model.fuse_step(i, feature, pm, emb)
         return tuple(pms)
 
-    return _Passes(jax.jit(infer), jax.jit(decode, static_argnums=(6, 7, 8)), prior_means)
+    return _Passes(jax.jit(decode, static_argnums=(6, 7, 8)), prior_means)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,24 +153,16 @@ class GenerativeModel:
 
     def lmb_array(self, lmb, n: int):
         """λ as an (N,) float32 device array (variable-rate models; default: the model's highest,
-        the official ``default_lmb``), or None for QRes. Raises :class:`GenerativeError` for a λ
-        outside the model's range, or any λ given to a fixed-rate model."""
+        the official ``default_lmb``), or None for QRes — checked by
+        :func:`lvae_jax.models.lambdas.lmb_vector`. Raises :class:`GenerativeError`."""
         cfg = self.config
-        if not cfg.variable_rate:
-            if lmb is not None:
-                raise GenerativeError(f"{cfg.name} is a fixed-rate QRes model (trained at λ = "
-                                      f"{getattr(cfg.head, 'lmb', None)}); it takes no λ")
-            return None
-        values = np.asarray(cfg.default_lmb if lmb is None else lmb, np.float64).reshape(-1)
-        lo, hi = cfg.lmb_range
-        tol = 1e-6 * hi
-        bad = [float(v) for v in values if not (math.isfinite(v) and lo - tol <= v <= hi + tol)]
-        if bad:
-            raise GenerativeError(f"λ = {bad[0]:g} is outside the range {cfg.name} was trained on "
-                                  f"[{lo:g}, {hi:g}]")
-        if values.size not in (1, n):
-            raise GenerativeError(f"got {values.size} values of λ for {n} images")
-        return jnp.asarray(np.broadcast_to(values, (n,)), jnp.float32)
+        if cfg.variable_rate and lmb is None:
+            lmb = cfg.default_lmb
+        try:
+            values = lambdas.lmb_vector(cfg, lmb, n)
+        except lambdas.LambdaError as e:
+            raise GenerativeError(str(e)) from None
+        return None if values is None else jnp.asarray(values)
 
     def check_images(self, im) -> jax.Array:
         """(N, H, W, 3) or (H, W, 3) float in [0, 1], H and W multiples of the stride ->
@@ -226,8 +203,8 @@ class GenerativeModel:
             key = _require_key(key, "rd_model_base's posterior (it samples z even in eval mode)")
         elif key is None:
             key = jax.random.key(0)   # unused by QRes/QARV in eval mode
-        zs, rates, recon = self._p.infer(self.state, x, lmb_arr, key)
-        return Inference(zs, rates, recon)
+        out = inference.eval_pass(self.graphdef)(self.state, x, lmb_arr, key)
+        return Inference(out.latents, out.rates, out.recon)
 
     def latent_shapes(self, n: int, h: int, w: int) -> tuple:
         """Shapes ``(N, h_i, w_i, zdim_i)`` of every latent for a latent grid (h, w) = image/64."""

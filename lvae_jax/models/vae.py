@@ -44,11 +44,14 @@ class LatentStats(NamedTuple):
 class ForwardOutput(NamedTuple):
     """``x_hat``: decoder output before ``process_output`` (no clamp), NHWC, [-1, 1] units; the
     pixel mean for the lossless model. ``loss``: scalar (official training loss).
-    ``metrics``: official stats, batch means (see :meth:`HierarchicalVAE.loss_and_metrics`)."""
+    ``metrics``: official stats, batch means (see :meth:`HierarchicalVAE.loss_and_metrics`).
+    ``pixel_nll``: the lossless model's NLL of each image, (N,) nats summed over its pixels
+    (None for the other models)."""
     x_hat: jax.Array
     latents: list
     loss: jax.Array
     metrics: dict
+    pixel_nll: jax.Array | None = None
 
 
 def build_block(spec, *, rngs: nnx.Rngs, num_latents: int = 1):
@@ -162,7 +165,9 @@ class HierarchicalVAE(nnx.Module):
         return self.config.head is not None and self.config.head.type == "nll_head"
 
     def lmb_array(self, lmb, n: int) -> jax.Array | None:
-        """λ as an (N,) float32 array (variable-rate models), or None (QRes: λ is fixed)."""
+        """λ as an (N,) float32 array (variable-rate models), or None (QRes: λ is fixed). The
+        range is checked where λ enters the library (:func:`lvae_jax.models.lambdas.check_lmb`);
+        here λ may be traced."""
         if not self.config.variable_rate:
             return None
         if lmb is None:
@@ -277,8 +282,8 @@ class HierarchicalVAE(nnx.Module):
             return L.quantized_eval(blk, pm, pv, qm)
 
         feature, stats = self.top_down(self.initial_feature(n, h // s, w // s), emb, choose_z, enc)
-        loss, metrics, x_hat = self.loss_and_metrics(im, feature, stats, lmb_arr)
-        return ForwardOutput(x_hat, stats, loss, metrics)
+        loss, metrics, x_hat, pixel_nll = self.loss_and_metrics(im, feature, stats, lmb_arr)
+        return ForwardOutput(x_hat, stats, loss, metrics, pixel_nll)
 
     @staticmethod
     def _uniform(key, i, shape):
@@ -298,16 +303,19 @@ class HierarchicalVAE(nnx.Module):
         rate per image (nats/dim) ``kl = Σ_blocks Σ rate / (C·H·W)``; QRes loss
         ``mean(kl + λ·MSE)`` or ``mean(kl + NLL)``; QARV/rd ``mean(kl + λ_n · MSE_n)``. MSE is in
         [-1, 1] units. ``bppix = mean(kl) · log2(e) · C``; ``psnr`` from the clamped [0, 1] output.
+        -> (loss, metrics, x_hat, per-image pixel NLL in nats or None).
         """
         n, h, w, c = im.shape
         ndims = float(c * h * w)
         kl = sum(jnp.sum(st.rate, axis=(1, 2, 3)) for st in stats) / ndims
         target = numerics.preprocess_target(im)
         metrics = {}
+        pixel_nll = None
         if self.lossless:
             out_loss, x_hat = self.head.nll(feature, target)
             loss_per = kl + out_loss
             metrics["nll"] = jnp.mean(out_loss)
+            pixel_nll = out_loss * ndims
         else:
             x_hat = feature
             dist = jnp.mean(jnp.square(x_hat - target), axis=(1, 2, 3))
@@ -327,31 +335,4 @@ class HierarchicalVAE(nnx.Module):
             "bppix": jnp.mean(kl) * numerics.LOG2_E * c,
             "psnr": -10.0 * jnp.log10(mse_img),
         })
-        return loss, metrics, x_hat
-
-    # -- generation -----------------------------------------------------------------------------
-
-    def sample(self, key: jax.Array, n: int, h: int, w: int, lmb=None, temperature: float = 1.0,
-               latents: Sequence[jax.Array | None] | None = None) -> jax.Array:
-        """Decode from the prior (unconditional sampling), optionally with some latents given.
-
-        ``h, w`` are the latent grid of the first block (image size / 64). Missing latents are
-        drawn at ``temperature`` t: QRes/QARV ``z = pm + t·pv·ε + t·u``, rd ``z = pm + t·pv·ε``;
-        t = 0 takes the prior mean. Returns images (N, 64h, 64w, 3) in [0, 1]; for the lossless
-        model the pixel *mean* (``lvae_jax.generative.sample`` also samples its pixels, like the
-        official ``uncond_sample``).
-        """
-        lmb_arr = self.lmb_array(lmb, n)
-        emb = self.embed(lmb_arr)
-
-        def choose_z(i, blk, pm, pv, qm, qv):
-            if latents is not None and latents[i] is not None:
-                return latents[i], None
-            k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-            z = pm + pv * jax.random.normal(k1, pm.shape) * temperature
-            if blk.rate_rule == "quantized":
-                z = z + jax.random.uniform(k2, pm.shape, minval=-0.5, maxval=0.5) * temperature
-            return z, None
-
-        feature, _ = self.top_down(self.initial_feature(n, h, w), emb, choose_z)
-        return numerics.process_output(self.mean_output(feature))
+        return loss, metrics, x_hat, pixel_nll

@@ -5,7 +5,7 @@
 
 Command line: ``python -m train --model qres34m --data-dir DIR`` (see ``docs/training.md``).
 Modules: :mod:`~lvae_jax.training.config` (the recipe), :mod:`~lvae_jax.training.schedule`
-(LR and EMA schedules), :mod:`~lvae_jax.training.lambdas` (λ sampling), :mod:`~lvae_jax.training.state`
+(LR and EMA schedules), :mod:`~lvae_jax.training.state`
 and :mod:`~lvae_jax.training.step` (the jitted step), :mod:`~lvae_jax.training.parallel` (mesh,
 shardings, multi-host), :mod:`~lvae_jax.training.checkpoints` (Orbax),
 :mod:`~lvae_jax.training.evaluation` (RD points, BD-rate), :mod:`~lvae_jax.training.metrics_log`,

@@ -3,7 +3,7 @@ run under ``jax.jit`` with the state donated.
 
 One step of the official trainer (``BaseTrainingWrapper.training_loops`` / ``gradient_clip``):
 
-1. λ per image (variable rate, :func:`~lvae_jax.training.lambdas.sample_lmb`), training-mode
+1. λ per image (variable rate, :func:`~lvae_jax.models.lambdas.sample_lmb`), training-mode
    forward (uniform noise / reparameterised latents) and the official loss; gradients.
 2. ``g = ‖grads‖₂`` over all parameters (before clipping, as ``clip_grad_norm_`` returns it) is
    written into the ring buffer of the last ``spike_window`` norms; ``m`` is their median
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lvae_jax.training.lambdas import sample_lmb
+from lvae_jax.models.lambdas import sample_lmb
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from lvae_jax.training.state import TrainState
 

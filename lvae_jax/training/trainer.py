@@ -333,12 +333,14 @@ def _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, 
                 (run_dir / "eval").mkdir(exist_ok=True)
                 (run_dir / "eval" / f"step_{done:08d}_{which}.json").write_text(json.dumps(res, indent=1))
                 flat = {"bd_rate": res.get("bd_rate")}
-                for lmb, b, p in zip(res["lambdas"], res["results"]["bpp"], res["results"]["psnr"]):
-                    flat[f"bpp_lmb{round(lmb)}"], flat[f"psnr_lmb{round(lmb)}"] = b, p
+                psnrs = res["results"].get("psnr") or [None] * len(res["results"]["bpp"])
+                for lmb, b, p in zip(res["lambdas"], res["results"]["bpp"], psnrs):
+                    tag = "lossless" if lmb is None else f"lmb{round(lmb)}"
+                    flat[f"bpp_{tag}"], flat[f"psnr_{tag}"] = b, p
                 logger.log(done, f"eval_{which}", {k: v for k, v in flat.items() if v is not None})
                 bd = res.get("bd_rate")
                 bar.write(f"eval step {done} ({which}): bpp {np.round(res['results']['bpp'], 4).tolist()} "
-                          f"psnr {np.round(res['results']['psnr'], 2).tolist()}"
+                          + (f"psnr {np.round(psnrs, 2).tolist()}" if psnrs[0] is not None else "lossless")
                           + (f" BD-rate {bd:+.2f}%" if bd is not None else "")
                           + (f" ({res['bd_rate_note']})" if res.get("bd_rate_note") else ""))
                 last_eval = res
