@@ -40,7 +40,10 @@ def main(argv=None) -> int:
     rev = p.add_argument_group("lvae-jax -> official .pt")
     rev.add_argument("--from-orbax", type=Path, help="lvae-jax model directory")
     rev.add_argument("--to-torch", type=Path, help="output .pt ({'model': state_dict}, loads with strict=True)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (a model directory only, never the input)")
+    fwd.add_argument("--allow-nonfinite", action="store_true",
+                     help="convert weights that hold NaN/Inf (refused by default)")
     args = p.parse_args(argv)
 
     from lvae_jax.checkpoint.orbax_io import CheckpointError
@@ -51,8 +54,13 @@ def main(argv=None) -> int:
             if args.from_orbax or args.to_torch:
                 p.error("use either --torch-ckpt or --from-orbax/--to-torch")
             out = args.out or Path(args.torch_ckpt.stem + "_jax")
+            inside = Path(args.torch_ckpt).resolve().is_relative_to(Path(out).resolve())
+            if inside and Path(out).exists():
+                raise ConversionError(f"--out {out} holds the input {args.torch_ckpt}: refusing to "
+                                      "replace it")
             res = convert_torch_to_orbax(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
-                                         lmb_range=args.lmb_range, overwrite=args.overwrite)
+                                         lmb_range=args.lmb_range, overwrite=args.overwrite,
+                                         allow_nonfinite=args.allow_nonfinite)
             print(f"detected model: {res.config.name} {res.config.args}")
             for n in res.notes:
                 print(f"note: {n}")
@@ -60,11 +68,14 @@ def main(argv=None) -> int:
         elif args.from_orbax is not None:
             if args.to_torch is None:
                 p.error("--from-orbax needs --to-torch OUT.pt")
+            if Path(args.to_torch).resolve().is_relative_to(Path(args.from_orbax).resolve()):
+                raise ConversionError(f"--to-torch {args.to_torch} is inside the input "
+                                      f"{args.from_orbax}")
             out = convert_orbax_to_torch(args.from_orbax, args.to_torch, overwrite=args.overwrite)
             print(f"wrote {out}")
         else:
             p.error("nothing to do: give --torch-ckpt X.pt or --from-orbax DIR --to-torch OUT.pt")
-    except (ConversionError, CheckpointError) as e:
+    except (ConversionError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

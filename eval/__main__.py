@@ -1,8 +1,8 @@
 """python -m eval: compare image codecs by their rate-distortion curves.
 
 Result files are JSON RD curves in the schema of the official lossy-vae results (name, test-set,
-lambdas, results: bpp / psnr / mse ...); the VTM 18.0 anchors and the official model curves are
-in shared/results/.
+lambdas, results: bpp / psnr / mse ...); the VTM 18.0 anchors and the official model curves ship
+with lvae-jax and are named like kodak/vtm18.0 (python -m eval anchors).
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from typing import Any, Callable, NamedTuple
 
 EXAMPLES = """\
 examples:
-  python -m eval bd-rate kodak-vtm18.0.json kodak-qarv_base.json kodak-qres34m.json
-  python -m eval plot kodak.png kodak-qarv_base.json kodak-qres34m.json --anchor kodak-vtm18.0.json
+  python -m eval anchors
+  python -m eval bd-rate kodak/vtm18.0 kodak/qarv_base kodak/qres34m
+  python -m eval plot kodak.png kodak/qarv_base kodak/qres34m --anchor kodak/vtm18.0
   python -m eval baselines /data/kodak --out kodak-classical.json --codecs jpeg,webp,avif,jxl
-  python -m eval rd --ckpt qarv_base/ /data/kodak --plot kodak.png --anchor kodak-vtm18.0.json
+  python -m eval rd --ckpt qarv_base/ /data/kodak --plot kodak.png --anchor kodak/vtm18.0
   python -m eval rd --ckpt qres34m-lmb16/ --ckpt qres34m-lmb64/ /data/kodak --format lvae
   python -m eval estimate --ckpt rd_model_base/ /data/kodak --seed 0
   python -m eval speed --models qres34m qarv_base --official-python ~/ref/bin/python \
       --official-src ~/src/lossy-vae
 
-exit status: 0 success, 1 some figure could not be computed, 2 bad input or usage.
+exit status: 0 success, 1 some figure could not be computed, 2 bad input or usage (bd-rate:
+a degenerate, non-overlapping or other-test-set curve).
 """
 
 BD_METHODS = ("cubic", "pchip", "akima")   # lvae_jax.evaluation.bd_rate.METHODS
@@ -77,19 +79,33 @@ class UsageError(Exception):
     arg("--anchor-name", metavar="NAME",
         help="the anchor's curve name, when ANCHOR.json holds several (e.g. jpeg)"),
     arg("--json", action="store_true", help="print JSON instead of a table"),
+    arg("--allow-mixed-test-sets", action="store_true",
+        help="compare curves of different test sets (refused by default)"),
 )
 def bd_rate_command(args) -> int:
     """Print the Bjøntegaard delta rate (percent; negative = fewer bits than the anchor at equal
     PSNR) and delta PSNR (dB; positive = better) of every candidate against the anchor, over the
     range where their PSNR (resp. rate) overlaps."""
     from lvae_jax.evaluation.bd_rate import BDError, compare
+    from lvae_jax.evaluation.official_results import resolve, test_set_of
     from lvae_jax.evaluation.rd_json import load_curves, load_rd
 
+    args.anchor = resolve(args.anchor)
+    args.candidates = [resolve(c) for c in args.candidates]
     if args.anchor_name is None and len(load_curves(args.anchor)) > 1:
         names = ", ".join(c.label for c in load_curves(args.anchor))
         raise UsageError(f"{args.anchor} holds several curves ({names}); choose the anchor "
                          "with --anchor-name")
     anchor = load_rd(args.anchor, name=args.anchor_name)
+    anchor_set = anchor.test_set or test_set_of(args.anchor)   # the official VTM files name none
+    if not args.allow_mixed_test_sets:
+        for path in args.candidates:
+            for curve in load_curves(path):
+                curve_set = curve.test_set or test_set_of(path)
+                if anchor_set and curve_set and anchor_set != curve_set:
+                    raise UsageError(f"{curve.label} ({path}) is on {curve_set!r}, the anchor "
+                                     f"on {anchor_set!r}: BD metrics compare curves of one "
+                                     "test set (--allow-mixed-test-sets to compare anyway)")
     rows, failed = [], 0
     for path in args.candidates:
         for curve in load_curves(path):
@@ -110,7 +126,7 @@ def bd_rate_command(args) -> int:
         print(json.dumps({"anchor": {"name": anchor.label, "source": anchor.source,
                                      "test_set": anchor.test_set, "points": len(anchor)},
                           "results": rows}, indent=2))
-        return 1 if failed else 0
+        return 2 if failed else 0
     print(f"anchor: {anchor.label}" + (f" on {anchor.test_set}" if anchor.test_set else "")
           + f" ({len(anchor)} points, {anchor.source})")
     print(f"method: {args.method}")
@@ -125,7 +141,21 @@ def bd_rate_command(args) -> int:
             print(head + f"{r['bd_rate']:>+8.2f}%  {r['bd_psnr']:>+7.3f} dB  {lo:.2f}-{hi:.2f} dB")
         if "warning" in r:
             print(f"{'':<{width}}  warning: {r['warning']}")
-    return 1 if failed else 0
+    return 2 if failed else 0
+
+
+# ===================================================================== anchors
+@command("anchors", "list the official results that ship with lvae-jax (VTM 18.0 anchors, the "
+                    "official models' curves)")
+def anchors_command(args) -> int:
+    """Print the packaged result names, usable wherever a results file is expected (--anchor,
+    --compare, bd-rate, plot): ``kodak/vtm18.0`` is the VTM 18.0 anchor on Kodak."""
+    from lvae_jax.evaluation.official_results import names, path_of
+    from lvae_jax.evaluation.rd_json import load_curves
+    for name in names():
+        curves = load_curves(path_of(name))
+        print(f"{name:<34} {len(curves[0])} points  ({curves[0].label})")
+    return 0
 
 
 # ===================================================================== plot
@@ -147,8 +177,11 @@ def plot_command(args) -> int:
     highlighted, with every curve's BD-rate against the first anchor in the legend."""
     from lvae_jax.evaluation.plot import plot_rd
 
+    from lvae_jax.evaluation.official_results import resolve
     if not args.curves and not args.anchor:
         raise UsageError("plot: give at least one CURVE.json or --anchor")
+    args.curves = [resolve(c) for c in args.curves]
+    args.anchor = [resolve(a) for a in args.anchor]
     path = plot_rd(args.out, args.curves, args.anchor, bd_anchor=None if args.no_bd else 0,
                    method=args.method, title=args.title, xlim=args.xlim, ylim=args.ylim)
     print(f"wrote {path}")
@@ -244,11 +277,12 @@ MODEL_ARGS = (
     arg("--out", metavar="RESULTS.json",
         help="results file to write (default: TEST_SET-NAME.json in the current folder)"),
     arg("--plot", metavar="RD.png", help="also draw the RD plot (PSNR vs bpp)"),
-    arg("--anchor", action="append", default=[], metavar="X.json",
-        help="anchor curve for the plot and BD-rate, e.g. kodak-vtm18.0.json; repeatable (the "
-             "first is the BD-rate reference)"),
-    arg("--compare", action="append", default=[], metavar="X.json",
-        help="further curve drawn in the plot, e.g. the official results; repeatable"),
+    arg("--anchor", action="append", default=[], metavar="X.json|NAME",
+        help="anchor curve for the plot and BD-rate: a file, or a packaged name such as "
+             "kodak/vtm18.0 (python -m eval anchors lists them); repeatable (the first is the "
+             "BD-rate reference)"),
+    arg("--compare", action="append", default=[], metavar="X.json|NAME",
+        help="further curve drawn in the plot, e.g. kodak/qarv_base; repeatable"),
     arg("--method", choices=BD_METHODS, default="cubic", help="BD-rate curve fit (see bd-rate)"),
     arg("--name", help="method name in the results (default: the model's name)"),
     arg("--test-set", help="test-set name for the results (default: the folder or dataset name)"),
@@ -274,6 +308,14 @@ def _load_models(args):
     from lvae_jax.runtime import enable_compilation_cache
     enable_compilation_cache()
     return load_models(args.ckpt, expect_name=args.model)
+
+
+def _resolve_results(args) -> None:
+    """``--anchor`` / ``--compare``: files or packaged names (``kodak/vtm18.0``), checked before
+    any work starts."""
+    from lvae_jax.evaluation.official_results import resolve
+    args.anchor = [resolve(a) for a in args.anchor]
+    args.compare = [resolve(c) for c in args.compare]
 
 
 def _check_plot_args(args, models) -> None:
@@ -359,7 +401,8 @@ def rd_command(args) -> int:
 
     if args.lambdas is not None and (args.num_lambdas is not None or args.lmb_range is not None):
         raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
-    images, test_set, count = _open_source(args)     # a missing or empty folder fails first
+    _resolve_results(args)                           # a missing anchor fails first
+    images, test_set, count = _open_source(args)     # then a missing or empty folder
     models = _load_models(args)
     _check_plot_args(args, models)
     log = None if args.quiet else (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
@@ -397,6 +440,7 @@ def estimate_command(args) -> int:
         raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
     if args.draws < 1:
         raise UsageError(f"--draws must be >= 1, got {args.draws}")
+    _resolve_results(args)
     images, test_set, count = _open_source(args)
     models = _load_models(args)
     _check_plot_args(args, models)

@@ -16,6 +16,10 @@ def _model_args(p, lmb_help: str | None = None):
                    help="model directory (from python -m convert or training); default: the embedded "
                         "demo model")
     p.add_argument("--model", metavar="NAME", help="expected model name (checked against DIR)")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory an image may need (e.g. 8G; 0 = no check; default 80%% of the "
+                        "available memory, or LVAE_MAX_MEMORY); larger inputs are refused before "
+                        "any allocation")
     if lmb_help:
         p.add_argument("--lmb", type=float, metavar="λ", help=lmb_help)
 
@@ -31,6 +35,24 @@ def _load_codec(args):
     return Codec(load_model(ckpt))
 
 
+def _finite(args, *names) -> None:
+    """Numeric flags must be finite numbers (``nan``/``inf`` parse as floats)."""
+    import math
+    for n in names:
+        v = getattr(args, n, None)
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"--{n.replace('_', '-')} must be a finite number, got {v}")
+
+
+def _out_of_memory(e) -> str | None:
+    text = str(e)
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
+        return ("out of memory: the input is too large for this machine (the size check estimated "
+                "it would fit; lower --max-memory / LVAE_MAX_MEMORY to be stricter, or use a "
+                "smaller image)")
+    return None
+
+
 def _guard(fn):
     def run(args) -> int:
         from lvae_jax.checkpoint.orbax_io import CheckpointError
@@ -38,9 +60,18 @@ def _guard(fn):
         from lvae_jax.entropy.coder import BitstreamError
         from lvae_jax.image import ImageError
         try:
+            if getattr(args, "max_memory", None):
+                from lvae_jax.limits import set_memory_limit
+                set_memory_limit(args.max_memory)
             return fn(args) or 0
         except (BitstreamError, CheckpointError, ImageError, CodecUnsupported, ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:           # JAX's out-of-memory, MemoryError: explained, one line
+            why = _out_of_memory(e)
+            if why is None:
+                raise
+            print(f"error: {why}", file=sys.stderr)
             return 2
     run.__doc__ = fn.__doc__
     return run
@@ -82,13 +113,17 @@ def _compress_args(p):
 def _compress(args) -> int:
     """Compress an image into a bitstream file."""
     from lvae_jax.codec import api
-    from lvae_jax.image import load_rgb8
-    if args.output.exists() and not args.overwrite:
-        raise ValueError(f"{args.output} exists (pass --overwrite)")
+    from lvae_jax.files import atomic_write_bytes, check_output
+    from lvae_jax.image import image_size, load_rgb8
+    from lvae_jax.limits import check_image_size
+    check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
+    _finite(args, "lmb", "target_bpp")
+    h, w = image_size(args.input)                  # the header's claim, before decoding
+    codec = _load_codec(args)
+    check_image_size(codec.config, h, w, what=str(args.input))
     im, notes = load_rgb8(args.input, alpha=args.alpha)
     for n in notes:
         print(f"note: {n}")
-    codec = _load_codec(args)
     h, w = im.shape[:2]
     t0 = time.perf_counter()
     if args.target_bpp is not None or args.target_bytes is not None:
@@ -101,7 +136,7 @@ def _compress(args) -> int:
     else:
         data, lmb = api.compress(codec, im, args.lmb, fmt=args.format), args.lmb
     dt = time.perf_counter() - t0
-    args.output.write_bytes(data)
+    atomic_write_bytes(args.output, data)
     lm = f", λ = {lmb:g}" if lmb is not None else ""
     print(f"{args.input} ({w}x{h}) -> {args.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp"
           f"{lm}, {codec.config.name}, {args.format} format, {dt:.2f} s")
@@ -134,23 +169,35 @@ def _decompress(args) -> int:
     import jax
     import numpy as np
     from lvae_jax.codec import api
-    from lvae_jax.image import load_rgb8, save_png, to_float
-    if args.output.exists() and not args.overwrite:
-        raise ValueError(f"{args.output} exists (pass --overwrite)")
-    data = args.input.read_bytes()
+    from lvae_jax.files import check_output
+    from lvae_jax.image import load_rgb8, save_png, to_float, to_uint8
+    from lvae_jax.limits import read_bounded
+    inputs = [args.input, args.original]
+    check_output(args.output, overwrite=args.overwrite, inputs=inputs)
+    if args.strip:
+        check_output(args.strip, overwrite=args.overwrite, inputs=inputs + [args.output])
+    for out in (args.output, args.strip):
+        if out is not None and out.suffix.lower() != ".png":
+            raise ValueError(f"{out}: decompress writes PNG; name the output *.png")
+    _finite(args, "temperature")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature:g}")
+    if args.blocks is not None and args.blocks < 0:
+        raise ValueError(f"--blocks must be >= 0, got {args.blocks}")
+    data = read_bounded(args.input, what="bitstream")
+    orig = load_rgb8(args.original, alpha="drop")[0] if args.original else None
     codec = _load_codec(args)
     key = jax.random.key(args.seed)
     res = api.decompress(codec, data, num_blocks=args.blocks, temperature=args.temperature, key=key,
                          allow_partial=args.partial)
-    save_png(args.output, res.image)
     h, w = res.image.shape[:2]
+    if orig is not None and orig.shape != res.image.shape:
+        raise ValueError(f"--original is {orig.shape[1]}x{orig.shape[0]}, the decoded image {w}x{h} "
+                         "(nothing written)")
+    save_png(args.output, res.image)
     msg = (f"{args.input} ({res.fmt}, {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp) -> "
            f"{args.output} ({w}x{h}), {res.blocks_decoded}/{res.total_blocks} latent blocks, {res.seconds:.2f} s")
-    if args.original:
-        orig, _ = load_rgb8(args.original, alpha="drop")
-        if orig.shape != res.image.shape:
-            raise ValueError(f"--original is {orig.shape[1]}x{orig.shape[0]}, the decoded image {w}x{h}")
-        from lvae_jax.image import to_uint8
+    if orig is not None:
         msg += f", PSNR {_psnr(to_float(orig), res.image):.3f} dB"
         if codec.model.lossless:
             exact = np.array_equal(to_uint8(res.image), orig)

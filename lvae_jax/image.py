@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,37 @@ import numpy as np
 
 class ImageError(ValueError):
     """An image cannot be read or converted to 8-bit RGB."""
+
+
+def image_size(source, name: str | None = None) -> tuple[int, int]:
+    """(height, width) of an image file from its header alone (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+    name = name or str(source)
+    data = _read(source, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limits apply
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+    return h, w
+
+
+def _read(source, name: str) -> bytes:
+    from lvae_jax.limits import ResourceLimitError, read_bounded
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    try:
+        return read_bounded(source, what="image file")
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except ResourceLimitError as e:
+        raise ImageError(str(e)) from None
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
 
 
 def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[np.ndarray, list[str]]:
@@ -31,21 +63,28 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[n
     frame, with a note.
     """
     from PIL import Image, UnidentifiedImageError
-    if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), name or "<bytes>"
-    else:
-        name = name or str(source)
-        try:
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{name}: no such file") from None
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    from lvae_jax.limits import MAX_PIXELS, MAX_SIDE
+    name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
+    data = _read(source, name)
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
+        with warnings.catch_warnings():                  # our limits (lvae_jax.limits) apply
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        w, h = img.size                              # the header's claim, before decoding
+        if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+            raise ImageError(f"{name}: {w}×{h} is larger than lvae-jax handles (at most "
+                             f"{MAX_SIDE} per side and {MAX_PIXELS / 1e6:.0f} Mpx)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
     notes = []
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
@@ -166,10 +205,11 @@ def pad_to_multiple(im: np.ndarray, multiple: int = 64) -> np.ndarray:
 
 
 def save_png(path, im) -> Path:
-    """Write a float [0, 1] or uint8 (H, W, 3) image as PNG."""
+    """Write a float [0, 1] or uint8 (H, W, 3) image as PNG, atomically (:mod:`lvae_jax.files`)."""
     from PIL import Image
+    from lvae_jax.files import atomic_file
     arr = im if np.asarray(im).dtype == np.uint8 else to_uint8(im)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(arr)).save(path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.asarray(arr)).save(tmp, format="PNG")
     return path

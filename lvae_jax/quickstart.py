@@ -65,6 +65,7 @@ def run(args) -> int:
     from lvae_jax.codec import api
     from lvae_jax.codec.core import Codec
     from lvae_jax.evaluation import baselines
+    from lvae_jax.files import atomic_write_bytes
     from lvae_jax.evaluation.bd_rate import BDError, bd_rate
     from lvae_jax.evaluation.images import array_to_eval_image
     from lvae_jax.evaluation.model_eval import evaluate_bitstreams
@@ -109,7 +110,7 @@ def run(args) -> int:
     record = curve.extra["per-image"][k][0]
     data = (out / "bitstreams" / record["file"]).read_bytes()
     rec = api.decompress(Codec(model), data).image
-    (out / f"{name}.lvae").write_bytes(data)
+    atomic_write_bytes(out / f"{name}.lvae", data)
     save_png(out / f"{name}.png", rec)
     q, jpeg_img, jpeg_bytes = _jpeg_near(im, len(data))
     from lvae_jax.evaluation.metrics import psnr

@@ -1,4 +1,6 @@
-"""Reading golden recordings of the official code (``$LVAE_PARITY_DIR``, default ``../shared/parity``).
+"""Reading golden recordings of the official code: the set in ``tests/fixtures/parity`` (always), and
+more from the directories in ``$LVAE_PARITY_DIR`` (``os.pathsep``-separated), e.g. the full set
+of ``../shared/parity``.
 
 Everything is derived from the files: the manifests give the official keys, shapes and the weight
 recipe; recordings give inputs, λ, per-block tensors, stats and bitstreams. Any directory of
@@ -21,12 +23,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: The recordings that ship with the repository (see its README.md).
+FIXTURE_PARITY = REPO / "tests" / "fixtures" / "parity"
+
+
+def parity_dirs() -> list[Path]:
+    """The in-repository recordings, then every directory of ``$LVAE_PARITY_DIR``."""
+    extra = [Path(p) for p in os.environ.get("LVAE_PARITY_DIR", "").split(os.pathsep) if p]
+    return [FIXTURE_PARITY] + [d for d in extra if d.resolve() != FIXTURE_PARITY.resolve()]
+
+
 def parity_dir() -> Path:
-    return Path(os.environ.get("LVAE_PARITY_DIR", REPO.parent / "shared" / "parity"))
+    """Where the recordings are looked for, for messages."""
+    return FIXTURE_PARITY
 
 
-def shared_dir() -> Path:
-    return Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared"))
+def results_dir() -> Path:
+    """The official RD curves and VTM anchors packaged with lvae-jax."""
+    from lvae_jax.evaluation.official_results import results_dir as packaged
+    return packaged()
 
 
 @dataclass(frozen=True)
@@ -128,14 +143,24 @@ class Recording:
 
 
 def discover() -> tuple[list[Manifest], list[Recording]]:
-    d = parity_dir()
-    if not d.is_dir():
-        return [], []
-    manifests = {m.model: m for m in (Manifest(p) for p in sorted(d.glob("*.manifest.json")))}
+    """Manifests and recordings of every directory of :func:`parity_dirs`; a recording found
+    twice (by file name) is taken from the first directory."""
+    manifests: dict[str, Manifest] = {}
+    npzs: dict[str, Path] = {}
+    for d in parity_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.manifest.json")):
+            m = Manifest(p)
+            manifests.setdefault(m.model, m)
+        for npz in sorted(d.glob("*.npz")):
+            if npz.with_suffix(".json").is_file():
+                npzs.setdefault(npz.name, npz)
     recs = []
-    for npz in sorted(d.glob("*.npz")):
+    for name in sorted(npzs):
+        npz = npzs[name]
         model = next((m for m in sorted(manifests, key=len, reverse=True) if npz.stem.startswith(m + "_")), None)
-        if model is not None and npz.with_suffix(".json").is_file():
+        if model is not None:
             recs.append(Recording(npz, manifests[model]))
     return list(manifests.values()), recs
 

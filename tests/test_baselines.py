@@ -17,13 +17,13 @@ from lvae_jax.evaluation.images import (ImageSetError, array_to_eval_image, iter
                                         list_image_files, open_images, read_image)
 from lvae_jax.evaluation.rd_json import load_curves, save_rd
 from lvae_jax.image import ImageError
-from parity_support import shared_dir
+from sample_images import images_dir
 
-IMAGES = shared_dir() / "images"
+IMAGES = images_dir()
 
 
 def small_images():
-    return list(open_images(IMAGES))[3:5]          # collie128.png, collie64.png
+    return [im for im in open_images(IMAGES) if im.name in ("cat128.png", "coffee64.png")]
 
 
 # ==================================================================== codecs
@@ -36,7 +36,7 @@ def test_each_codec_runs_or_says_why_not(name):
         with pytest.raises(CodecUnavailable):
             codec.check()
         return
-    x = np.asarray(Image.open(IMAGES / "gun128.png").convert("RGB"))
+    x = np.asarray(Image.open(IMAGES / "rocket128.png").convert("RGB"))
     data = codec.encode(x, 50)
     y = codec.decode(data)
     assert y.shape == x.shape and y.dtype == np.uint8
@@ -51,7 +51,7 @@ def test_each_codec_runs_or_says_why_not(name):
 
 
 def test_files_are_complete_containers():
-    x = np.asarray(Image.open(IMAGES / "gun128.png").convert("RGB"))
+    x = np.asarray(Image.open(IMAGES / "rocket128.png").convert("RGB"))
     magic = {"jpeg": b"\xff\xd8\xff", "webp": b"RIFF", "avif": b"ftypavif", "jxl": b"\xff\x0a"}
     for name, available in codec_availability().items():
         if available is None:
@@ -96,10 +96,10 @@ def test_curves_are_per_image_averages(tmp_path):
 
 
 def test_ms_ssim_is_optional_and_checks_image_size():
-    images = [next(open_images(IMAGES))]          # celaba64-1.png: too small
+    images = [read_image(IMAGES / "face64-1.png")]          # too small
     with pytest.raises(ValueError, match="too small for MS-SSIM"):
         evaluate_codecs(images, ["jpeg"], [50], with_ms_ssim=True)
-    big = [read_image(IMAGES / "house256.png")]
+    big = [read_image(IMAGES / "astronaut256.png")]
     c, = evaluate_codecs(big, ["jpeg"], [20, 80], with_ms_ssim=True)
     assert c.ms_ssim[0] < c.ms_ssim[1] < 1.0
 
@@ -159,9 +159,9 @@ def test_folder_is_recursive_sorted_and_skips_non_images(tmp_path):
 
 def test_sample_images_are_read_exactly():
     images = list(open_images(IMAGES))
-    assert len(images) == 12 and images[0].name == "celaba64-1.png"
-    ref = np.asarray(Image.open(IMAGES / "zebra256.png"))
-    im = next(i for i in images if i.name == "zebra256.png")
+    assert len(images) == 12 and images[0].name == "astronaut256.png"
+    ref = np.asarray(Image.open(IMAGES / "coffee256.png"))
+    im = next(i for i in images if i.name == "coffee256.png")
     assert im.pixels.dtype == np.uint8 and np.array_equal(im.pixels, ref) and im.notes == ()
     assert im.num_pixels == 256 * 256
 

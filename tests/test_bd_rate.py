@@ -9,9 +9,9 @@ import pytest
 
 from lvae_jax.evaluation.bd_rate import METHODS, BDError, bd_psnr, bd_rate, compare
 from lvae_jax.evaluation.rd_json import RDCurve, load_rd
-from parity_support import shared_dir
+from parity_support import results_dir
 
-RESULTS = shared_dir() / "results"
+RESULTS = results_dir()
 SETS = ("kodak", "tecnick-rgb-1200", "clic2022-test")
 
 
@@ -167,6 +167,12 @@ def test_bad_inputs():
     with pytest.raises(BDError, match="distinct"):
         bd_rate((RATE, PSNR), (RATE, repeated), method="pchip")
     bd_rate((RATE, PSNR), (RATE, repeated), method="cubic")   # a least-squares fit takes it
+    falling = PSNR.copy()
+    falling[4], falling[5] = falling[5], falling[4]
+    with pytest.raises(BDError, match="degenerate curve"):
+        bd_rate((RATE, PSNR), (RATE, falling))
+    with pytest.raises(BDError, match="degenerate curve"):
+        bd_rate((RATE, PSNR), (RATE, np.full_like(PSNR, 35.0)))
 
 
 def test_official_four_array_call_form():

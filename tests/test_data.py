@@ -14,9 +14,9 @@ from PIL import Image
 from lvae_jax.data import (DataError, DataPosition, EpochSampler, ImageFolderSource,
                            TFDSImageSource, TrainLoader, random_crop_flip)
 from lvae_jax.data.augment import reflect_pad_to
+from sample_images import images_dir
 
-SHARED = Path(os.environ.get("LVAE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-IMAGES = SHARED / "images"
+IMAGES = images_dir()
 
 
 @pytest.fixture()
@@ -28,7 +28,7 @@ def image_dir(tmp_path):
     for i, name in enumerate(names[:6]):
         dst = root / ("sub" if i % 2 else ".") / name
         shutil.copy(IMAGES / name, dst)
-    rgb = np.asarray(Image.open(IMAGES / "collie64.png").convert("RGB"))
+    rgb = np.asarray(Image.open(IMAGES / "coffee64.png").convert("RGB"))
     Image.fromarray(rgb).convert("L").save(root / "sub" / "deeper" / "gray.png")
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 128, np.uint8)], axis=-1)
     Image.fromarray(rgba, "RGBA").save(root / "sub" / "rgba.png")
@@ -60,7 +60,7 @@ def test_folder_source_recursive_and_converted(image_dir, caplog):
     gray = src[names.index("gray.png")]
     assert np.array_equal(gray[..., 0], gray[..., 2])
     g16 = src[names.index("g16.png")]
-    ref = np.asarray(Image.open(IMAGES / "collie64.png").convert("RGB"))[..., 0]
+    ref = np.asarray(Image.open(IMAGES / "coffee64.png").convert("RGB"))[..., 0]
     assert np.array_equal(g16[..., 0], ref)  # x*257/257 exactly
 
 
@@ -74,7 +74,7 @@ def test_folder_source_errors(tmp_path):
         ImageFolderSource(tmp_path / "missing")
     bad = tmp_path / "bad"
     bad.mkdir()
-    shutil.copy(IMAGES / "collie64.png", bad / "a.png")
+    shutil.copy(IMAGES / "coffee64.png", bad / "a.png")
     (bad / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     src = ImageFolderSource(bad)
     assert src[0].shape == (64, 64, 3)
@@ -201,9 +201,35 @@ def test_loader_reports_unreadable_image(tmp_path):
     root = tmp_path / "d"
     root.mkdir()
     for name in ("a.png", "b.png", "c.png"):
-        shutil.copy(IMAGES / "collie64.png", root / name)
+        shutil.copy(IMAGES / "coffee64.png", root / name)
     (root / "zz_bad.png").write_bytes(b"not a png")
     loader = TrainLoader(ImageFolderSource(root), 4, crop=64, seed=0, workers=2)
     with pytest.raises(DataError, match="zz_bad.png"):
         next(loader)
     loader.close()
+
+
+def test_unprepared_tfds_dataset_names_the_build_command(tmp_path):
+    import tensorflow_datasets as tfds
+    from lvae_jax.data.sources import TFDSImageSource
+
+    class Tiny(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(None, None, 3))}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            yield 0, {"image": np.zeros((8, 8, 3), np.uint8)}
+
+    if "lvae_train_tiny_images" not in tfds.core.registered.list_imported_builders():
+        type("LvaeTrainTinyImages", (Tiny,), {"__module__": __name__})   # registers it
+    with pytest.raises(DataError, match=r"not prepared .*tfds build lvae_train_tiny_images "
+                                        r"--file_format=array_record --data_dir"):
+        TFDSImageSource("lvae_train_tiny_images", "train", str(tmp_path))
+    with pytest.raises(DataError, match="no_such_dataset_anywhere"):
+        TFDSImageSource("no_such_dataset_anywhere", "train", str(tmp_path))

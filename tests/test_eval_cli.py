@@ -13,14 +13,15 @@ import pytest
 from PIL import Image
 
 from lvae_jax.evaluation.bd_rate import METHODS, bd_rate
+from sample_images import images_dir
 from lvae_jax.evaluation.plot import legend_label
 from lvae_jax.evaluation.rd_json import RDCurve, load_curves, load_rd
-from parity_support import shared_dir
+from parity_support import results_dir
 
 import eval.__main__ as cli
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = shared_dir() / "results"
+RESULTS = results_dir()
 KODAK = RESULTS / "kodak"
 
 
@@ -35,7 +36,7 @@ def test_help_describes_real_use_and_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-m", "eval", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for word in ("bd-rate", "plot", "baselines", "examples:", "kodak-vtm18.0.json"):
+    for word in ("bd-rate", "plot", "baselines", "examples:", "kodak/vtm18.0", "anchors"):
         assert word in proc.stdout
     code = ("import sys, eval.__main__ as m; m.build_parser(); "
             "print(sorted(k for k in ('jax', 'matplotlib', 'imagecodecs', 'tensorflow', 'PIL', "
@@ -79,16 +80,30 @@ def test_bd_rate_json_and_methods(capsys):
 
 def test_bd_rate_reports_what_cannot_be_computed(tmp_path, capsys):
     few = tmp_path / "few.json"
-    few.write_text(json.dumps({"name": "few", "test-set": "clic2022-test",
+    few.write_text(json.dumps({"name": "few", "test-set": "kodak",
                                "results": {"bpp": [0.1, 0.2], "psnr": [30.0, 31.0]}}))
+    flat = tmp_path / "flat.json"             # PSNR falls with rate at one point: degenerate
+    flat.write_text(json.dumps({"name": "flat", "test-set": "kodak", "results": {
+        "bpp": [0.1, 0.2, 0.4, 0.8], "psnr": [30.0, 32.0, 31.0, 34.0]}}))
+    edge = tmp_path / "edge.json"             # touches the anchor's range only at its top
+    edge.write_text(json.dumps({"name": "edge", "test-set": "kodak", "results": {
+        "bpp": [1.5, 2.0, 3.0, 4.0], "psnr": [44.0, 46.0, 48.0, 50.0]}}))
     code, out, _ = run("bd-rate", KODAK / "kodak-qarv_base.json", KODAK / "kodak-qres34m.json",
-                       few, capsys=capsys)
-    assert code == 1
+                       few, flat, edge, capsys=capsys)
+    assert code == 2
     assert "few" in out and "n/a" in out and "at least 4" in out
-    assert "test sets differ" in out
+    assert "degenerate curve" in out and "barely overlap" in out
     # the valid row is still printed (qres34m needs 1.73 % more bits than qarv_base)
     expected = bd_rate(load_rd(KODAK / "kodak-qarv_base.json"), load_rd(KODAK / "kodak-qres34m.json"))
     assert f"{expected:+.2f}%" in out and expected == pytest.approx(1.73, abs=0.01)
+
+
+def test_bd_rate_refuses_another_test_set(tmp_path, capsys):
+    code, _, err = run("bd-rate", "kodak/vtm18.0", "clic2022-test/qarv_base", capsys=capsys)
+    assert code == 2 and "test set" in err and "--allow-mixed-test-sets" in err
+    code, out, _ = run("bd-rate", "kodak/vtm18.0", "clic2022-test/qarv_base",
+                       "--allow-mixed-test-sets", capsys=capsys)
+    assert code == 0 and "%" in out
 
 
 def test_bd_rate_bad_input(tmp_path, capsys):
@@ -139,8 +154,8 @@ def test_legend_labels_carry_bd_rates():
 def image_dir(tmp_path):
     d = tmp_path / "mini-set"
     d.mkdir()
-    for name in ("collie128.png", "gun128.png"):
-        shutil.copy(shared_dir() / "images" / name, d / name)
+    for name in ("cat128.png", "rocket128.png"):
+        shutil.copy(images_dir() / name, d / name)
     return d
 
 
@@ -152,7 +167,7 @@ def test_baselines_end_to_end(image_dir, tmp_path, capsys):
     curves = load_curves(out_json)
     assert [c.name for c in curves] == ["jpeg", "webp"]
     assert all(c.test_set == "mini-set" and c.settings["quality"] == (30, 70) for c in curves)
-    assert "collie128.png" in err and "wrote" in out
+    assert "cat128.png" in err and "wrote" in out
     # and the written file feeds the other subcommands
     code, out, _ = run("plot", tmp_path / "b.png", "--anchor", out_json, capsys=capsys)
     assert code == 0
@@ -195,7 +210,7 @@ def test_baselines_bad_input(image_dir, tmp_path, capsys):
 
 # -------------------------------------------------------------------- registry
 def test_registry_holds_the_real_commands_only():
-    assert list(cli.COMMANDS) == ["bd-rate", "plot", "baselines", "rd", "estimate", "speed"]
+    assert list(cli.COMMANDS) == ["bd-rate", "anchors", "plot", "baselines", "rd", "estimate", "speed"]
     for name, cmd in cli.COMMANDS.items():
         assert cmd.help and cmd.run.__doc__, name
 
@@ -214,3 +229,31 @@ def test_a_new_subcommand_is_one_registered_function(capsys):
             cli.command("echo-test", "again")(echo)
     finally:
         cli.COMMANDS.pop("echo-test", None)
+
+
+# -------------------------------------------------------------------- packaged official results
+def test_anchors_lists_the_packaged_results(capsys):
+    from lvae_jax.evaluation.official_results import TEST_SETS, names, resolve
+    code, out, _ = run("anchors", capsys=capsys)
+    assert code == 0
+    for test_set in TEST_SETS:
+        assert f"{test_set}/vtm18.0" in out
+        assert load_rd(resolve(f"{test_set}/vtm18.0")).bpp       # figures, in the official schema
+    assert set(names()) <= set(out.split())
+
+
+def test_bd_rate_by_name_equals_by_path(capsys):
+    code, by_name, _ = run("bd-rate", "kodak/vtm18.0", "kodak/qarv_base", capsys=capsys)
+    assert code == 0
+    code, by_path, _ = run("bd-rate", results_dir() / "kodak" / "kodak-vtm18.0.json",
+                           results_dir() / "kodak" / "kodak-qarv_base.json", capsys=capsys)
+    assert code == 0 and by_name.split("\n")[1:] == by_path.split("\n")[1:]
+
+
+def test_unknown_anchor_fails_before_any_work(image_dir, tmp_path, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("a model was loaded before the anchor was checked")
+    monkeypatch.setattr(cli, "_load_models", no_work)
+    code, _, err = run("rd", "--ckpt", tmp_path / "nope", image_dir, "--anchor", "kodak/vtm99",
+                       capsys=capsys)
+    assert code == 2 and "kodak/vtm99" in err and "kodak/vtm18.0" in err

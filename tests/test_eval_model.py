@@ -20,10 +20,10 @@ import eval.__main__ as cli
 from lvae_jax.evaluation import model_eval as me
 from lvae_jax.evaluation.rd_json import load_rd
 from lvae_jax.models import zoo
-from parity_support import REPO, shared_dir
+from parity_support import REPO, results_dir
 
-VTM_KODAK = shared_dir() / "results" / "kodak" / "kodak-vtm18.0.json"
-QARV_KODAK = shared_dir() / "results" / "kodak" / "kodak-qarv_base.json"
+VTM_KODAK = results_dir() / "kodak" / "kodak-vtm18.0.json"
+QARV_KODAK = results_dir() / "kodak" / "kodak-qarv_base.json"
 
 TINY_QARV = dict(ch=16, enc_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1, 1, 1, 1),
                  z_dims=(4, 4, 4, 4), embed_dim=16, name="tiny_qarv")
@@ -125,14 +125,13 @@ def test_lambda_count_reproduces_the_official_grid_and_lists_are_checked():
 # -------------------------------------------------------------------- rd, variable rate
 @pytest.fixture(scope="module")
 def readme_run(models, folders, tmp_path_factory):
-    """The README's command as written, from the repository root (its anchor path is relative),
+    """The README's command as written, from the repository root (its anchor a packaged name),
     on the tiny QARV; plus --keep-bitstreams, --test-set and --batch-size 1 (one compilation)."""
-    assert (REPO / "../shared/results/kodak/kodak-vtm18.0.json").is_file()
     tmp = tmp_path_factory.mktemp("readme")
     paths = {"json": tmp / "kodak-qarv.json", "plot": tmp / "kodak.png", "keep": tmp / "bits"}
     argv = ["rd", "--ckpt", models["qarv"], folders["small"], "--num-lambdas", 8,
             "--out", paths["json"], "--plot", paths["plot"],
-            "--anchor", "../shared/results/kodak/kodak-vtm18.0.json",
+            "--anchor", "kodak/vtm18.0",
             "--keep-bitstreams", paths["keep"], "--test-set", "kodak", "--batch-size", 1]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)

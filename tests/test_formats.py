@@ -16,7 +16,7 @@ from lvae_jax.codec import container as C, formats as F
 from lvae_jax.entropy.coder import BitstreamError
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official_bitstreams.npz"
-PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+PARITY = Path(__file__).parent / "fixtures" / "parity"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,6 @@ def test_official_qarv_file(official):
     assert C.sniff(data) == C.QARV_OFFICIAL
 
 
-@pytest.mark.skipif(not PARITY.is_dir(), reason="shared parity recordings not present")
 def test_recorded_official_bodies():
     """The parity recordings' official bitstreams: QARV bodies parse and re-pack identically;
     QRes latent strings + feature shape make a valid file."""

@@ -452,6 +452,20 @@ def test_cli_end_to_end(qres_model, rd, tmp_path, capsys):
     assert not (out / "x.png").exists()
 
 
+@pytest.mark.slow
+def test_cli_defaults_to_the_demo_model(tmp_path, capsys):
+    from PIL import Image
+    from lvae_jax.generative.cli import main
+    out = tmp_path / "s.png"
+    assert main(["sample", "--num", "2", "--size", "64", "64", "--out", str(out)]) == 0
+    assert "DEMO MODEL" in capsys.readouterr().err
+    assert Image.open(out).size[0] >= 64
+    # a packaged anchor by name is accepted; an unknown one fails before the model loads
+    assert main(["rd-curve", str(tmp_path), "--anchor", "kodak/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "kodak/vtm18.0" in err and "DEMO MODEL" not in err
+
+
 def test_cli_import_is_light():
     import subprocess
     import sys

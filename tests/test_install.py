@@ -65,3 +65,18 @@ def test_doctor_passes():
                           text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
+
+
+def test_readme_is_two_commands_and_ci_runs_its_test_command():
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["./lvae quickstart", "./lvae test"]
+    ci = [line.strip() for line in (repo / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith(("#", "echo", "set ", "cd "))]
+    assert ci and ci[-1].removeprefix("time ") == "./lvae test"
+    wrapper = (repo / "lvae").read_text()
+    # set-up when needed (a missing .venv or a changed pyproject.toml), then the command
+    assert "scripts/setup.sh" in wrapper and "pyproject.toml" in wrapper
+    assert "-m pytest" in wrapper and "-m lvae_jax" in wrapper

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from lvae_jax.evaluation import metrics
-from parity_support import shared_dir
+from sample_images import images_dir
 
-IMAGES = shared_dir() / "images"
+IMAGES = images_dir()
 
 
 def load(name: str) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_bad_images_are_refused():
 # -------------------------------------------------------------------- SSIM / MS-SSIM
 def test_ssim_matches_a_direct_2d_float64_computation():
     from scipy.signal import correlate
-    x = load("zebra256.png")
+    x = load("coffee256.png")
     y = jpeg(x, 20)
     a, b = x / 255.0, y / 255.0
     g = np.exp(-0.5 * ((np.arange(11) - 5) / 1.5) ** 2)
@@ -103,11 +103,11 @@ def _tf_ms_ssim(tf, x, y):
 
 
 @pytest.mark.parametrize("name,crop,quality", [
-    ("zebra256.png", None, 20),
-    ("house256.png", None, 50),
-    ("horse1.png", None, 10),
-    ("house256.png", (201, 255), 30),   # odd sizes: padding before each 2x2 pooling
-    ("motor256.png", (161, 163), 30),   # the smallest size 5 scales allow
+    ("coffee256.png", None, 20),
+    ("astronaut256.png", None, 50),
+    ("astronaut512.png", None, 10),
+    ("astronaut256.png", (201, 255), 30),   # odd sizes: padding before each 2x2 pooling
+    ("rocket256.png", (161, 163), 30),   # the smallest size 5 scales allow
 ])
 def test_ms_ssim_matches_tensorflow(tf, name, crop, quality):
     x = load(name)
@@ -122,13 +122,13 @@ def test_ms_ssim_matches_tensorflow(tf, name, crop, quality):
 
 def test_ms_ssim_of_noise_matches_tensorflow(tf):
     rng = np.random.default_rng(1)
-    x = load("horse2.png")
+    x = load("coffee512.png")
     y = np.clip(x + rng.normal(0, 25, x.shape), 0, 255).astype(np.uint8)
     assert metrics.ms_ssim(x, y) == pytest.approx(_tf_ms_ssim(tf, x, y), abs=3e-5)
 
 
 def test_ms_ssim_orders_distortions_and_is_one_for_identical_images():
-    x = load("zebra256.png")
+    x = load("coffee256.png")
     assert metrics.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-12)
     assert metrics.ms_ssim(x, jpeg(x, 10)) < metrics.ms_ssim(x, jpeg(x, 50)) < \
         metrics.ms_ssim(x, jpeg(x, 90)) < 1.0
@@ -137,7 +137,7 @@ def test_ms_ssim_orders_distortions_and_is_one_for_identical_images():
 
 def test_ms_ssim_needs_161_pixels():
     assert metrics.ms_ssim_min_size() == 161
-    x = load("gun128.png")
+    x = load("rocket128.png")
     with pytest.raises(ValueError, match="at least 161×161 pixels, got 128×128"):
         metrics.ms_ssim(x, x)
     with pytest.raises(ValueError, match="at least 11×11"):

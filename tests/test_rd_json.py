@@ -9,13 +9,13 @@ import pytest
 
 from lvae_jax.evaluation.rd_json import (RDCurve, RDFormatError, dumps, load_curves, load_rd,
                                          save_rd)
-from parity_support import shared_dir
+from parity_support import results_dir
 
-OFFICIAL = sorted((shared_dir() / "results").glob("*/*.json"))
+OFFICIAL = sorted(results_dir().glob("*/*.json"))
 
 
 def test_official_files_are_there():
-    assert len(OFFICIAL) >= 10, f"expected the official RD curves under {shared_dir()}/results"
+    assert len(OFFICIAL) >= 10, f"expected the official RD curves under {results_dir()}"
 
 
 @pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.name)
@@ -31,7 +31,7 @@ def test_official_files_round_trip_unchanged(path, tmp_path):
 
 
 def test_official_spellings_are_understood():
-    res = shared_dir() / "results"
+    res = results_dir()
     qarv = load_rd(res / "kodak" / "kodak-qarv_base.json")
     assert (qarv.name, qarv.test_set, len(qarv)) == ("qarv_base", "kodak", 16)
     assert qarv.lambdas[0] == 16.0 and qarv.mse is not None and qarv.ms_ssim is None
@@ -51,7 +51,7 @@ def test_official_spellings_are_understood():
 
 
 def test_sorted_moves_every_per_point_list_together():
-    vtm = load_rd(shared_dir() / "results" / "tecnick-rgb-1200" / "tecnick-rgb-1200-vtm18.0.json")
+    vtm = load_rd(results_dir() / "tecnick-rgb-1200" / "tecnick-rgb-1200-vtm18.0.json")
     assert vtm.bpp[0] > vtm.bpp[-1]                          # the file is high-rate first
     s = vtm.sorted("bpp")
     assert list(s.bpp) == sorted(vtm.bpp)

@@ -12,6 +12,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,10 +31,12 @@ from lvae_jax.training import (TrainConfig, TrainingError, export_run, init_trai
 from lvae_jax.models.lambdas import sample_lmb, self_evaluate_lambdas as eval_lambdas
 from lvae_jax.training.metrics_log import read_metrics
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
+from parity_support import REPO
 from lvae_jax.training.step import median_of_first
+from sample_images import images_dir
 
-SHARED = Path(os.environ.get("LVAE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-IMAGES = SHARED / "images"
+from parity_support import results_dir
+IMAGES = images_dir()
 
 
 def tiny_qres(lmb=64.0):
@@ -91,7 +95,7 @@ def train_images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_images(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_images")
-    for name in ("collie64.png", "celaba64-1.png"):  # one size: one evaluation compile
+    for name in ("coffee64.png", "face64-1.png"):  # one size: one evaluation compile
         shutil.copy(IMAGES / name, root / name)
     return root
 
@@ -160,7 +164,7 @@ def test_lambda_sampling_rules():
 
 
 def test_eval_lambdas_match_official_results_file():
-    official = json.loads((SHARED / "results" / "kodak" / "kodak-qarv_base.json").read_text())
+    official = json.loads((results_dir() / "kodak" / "kodak-qarv_base.json").read_text())
     ours = eval_lambdas(lvae_jax.models.get_config("qarv_base"), len(official["lambdas"]))
     np.testing.assert_allclose(ours, official["lambdas"], rtol=1e-6)
     assert eval_lambdas(tiny_qres(), 8) == [None]
@@ -400,9 +404,17 @@ def test_cli_parsing_and_errors(tmp_path, capsys):
     assert cfg.lr == 2e-4 and cfg.batch_size_per_device == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc = main(["--model", "qres34m", "--data-dir", str(empty), "--run-dir", str(tmp_path / "x"),
-               "--no-progress"])
+    rc = main(["--model", "qres34m", "--lmb", "64", "--data-dir", str(empty), "--run-dir",
+               str(tmp_path / "x"), "--no-progress"])
     assert rc == 2 and "no images found" in capsys.readouterr().err
+    rc = main(["--model", "qres34m", "--data-dir", str(empty), "--run-dir", str(tmp_path / "x")])
+    assert rc == 2 and "fixed-rate model: give its λ (--lmb" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "train", "--model", "qarv_base", "--data-dir",
+                           str(empty), "--run-dir", str(tmp_path / "x"), "--tpu"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    # not a pod: say so, and what to do instead
+    assert proc.returncode == 2 and "no cluster was detected" in proc.stderr, proc.stderr
+    assert "leave --tpu out" in proc.stderr and "Traceback" not in proc.stderr
     rc = main(["--model", "nope", "--data-dir", str(empty), "--run-dir", str(tmp_path / "y")])
     assert rc == 2 and "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cannot resume"):
@@ -456,9 +468,9 @@ def test_bd_rate_against_vtm_anchor_and_degradation(tmp_path):
     kodak.mkdir()
     assert ev.detect_test_set(kodak) == "kodak"
     anchor = ev.find_anchor(kodak)
-    assert anchor == SHARED / "results" / "kodak" / "kodak-vtm18.0.json"
+    assert anchor == results_dir() / "kodak" / "kodak-vtm18.0.json"
     assert ev.find_anchor(tmp_path) is None  # not a known test set
-    official = json.loads((SHARED / "results" / "kodak" / "kodak-qres34m.json").read_text())
+    official = json.loads((results_dir() / "kodak" / "kodak-qres34m.json").read_text())
     bd, note = ev.compute_bd_rate(anchor, official["results"]["bpp"], official["results"]["psnr"])
     assert note == "ok" and bd == pytest.approx(-4.09, abs=0.01)  # the official qres34m figure
     bd, note = ev.compute_bd_rate(anchor, [0.5], [30.0])  # one λ: no BD-rate, and why
@@ -466,3 +478,40 @@ def test_bd_rate_against_vtm_anchor_and_degradation(tmp_path):
     # an early-training curve far below the anchor's PSNR range: no BD-rate, the run goes on
     bd, note = ev.compute_bd_rate(anchor, [0.1, 0.2, 0.3, 0.4], [10.0, 11.0, 12.0, 13.0])
     assert bd is None and "no BD-rate" in note
+
+
+def test_corrupt_or_truncated_checkpoints_fall_back_to_one_that_verifies(tmp_path, train_images,
+                                                                         caplog):
+    from lvae_jax.training.checkpoints import TrainCheckpointer
+    cfg = run_config(tmp_path, train_images, iterations=6, save_every=2, ema=False,
+                     keep_checkpoints=3)
+    assert train(cfg).status == "finished"
+    ckdir = Path(cfg.run_dir) / "checkpoints"
+    ck = TrainCheckpointer(ckdir)
+    try:
+        assert ck.all_steps() == [2, 4, 6] and all(ck.verify(s) for s in (2, 4, 6))
+    finally:
+        ck.close()
+
+    def biggest(step):
+        return max((p for p in (ckdir / str(step)).rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)
+
+    f = biggest(6)                                 # 16 flipped bytes in the latest
+    data = bytearray(f.read_bytes())
+    for i in range(16):
+        data[len(data) // 2 + i] ^= 0xFF
+    f.write_bytes(bytes(data))
+    f = biggest(4)                                 # the one before it truncated
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    with caplog.at_level("WARNING"):
+        out = export_run(cfg.run_dir, tmp_path / "exported", weights="params")
+    text = caplog.text
+    assert "corrupt" in text and str(ckdir / "6") in text and str(ckdir / "4") in text
+    assert lvae_jax.load_model(out).config.name == "tiny"
+    ck = TrainCheckpointer(ckdir)
+    try:
+        assert ck.verify(6) is False and ck.verify(4) is False and ck.verify(2) is True
+        assert ck.last_verified_step() == 6        # sealed, even if it no longer verifies
+    finally:
+        ck.close()

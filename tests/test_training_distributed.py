@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from lvae_jax.training.metrics_log import read_metrics
+from sample_images import images_dir
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
-SHARED = Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared"))
-IMAGES = SHARED / "images"
+IMAGES = images_dir()
 FAST_XLA = {"xla_backend_optimization_level": 0}
 #: QRes-shaped, two latent blocks: compiles in seconds.
 TINY_QRES_ARGS = {"lmb": 64.0, "ch": 8, "enc_nums": [0, 0, 0, 0, 0], "dec_nums": [1, 0, 0, 0, 1],

@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     try:
         cfg, resume = config_from_args(args)
         result = train(cfg, resume=resume)
-    except (DataError, TrainingError, CheckpointError, ValueError, KeyError) as e:
+    except (DataError, TrainingError, CheckpointError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of the current step

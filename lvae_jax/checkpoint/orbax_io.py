@@ -1,20 +1,34 @@
-"""Model checkpoints: an Orbax checkpoint of the parameters plus a JSON description.
+"""Model directories: the parameters of one model plus a JSON description.
 
-Layout of a model directory::
+Layout (version 2, written by :func:`save_params`)::
 
-    DIR/lvae_model.json   {"format": "lvae-jax-model", "version": 1, "config": {...},
-                           "weights_sha256": "...", "meta": {...}}
-    DIR/params/           Orbax StandardCheckpointer: {"path.to.param": array, ...}
+    DIR/lvae_model.json   {"format": "lvae-jax-model", "version": 2, "config": {...},
+                           "weights_sha256": "...",            # digest of the parameters
+                           "weights_file": {"name": "weights.bin", "size": N, "sha256": "..."},
+                           "arrays": {"path.to.param": [byte offset, [shape...]], ...},
+                           "meta": {...}}
+    DIR/weights.bin       every parameter as little-endian float32, C order, 64-byte aligned
 
-Parameters are stored flat, keyed by their lvae-jax path (``dec_blocks.3.prior_net.c1.kernel``),
-in lvae-jax layouts (NHWC / HWIO). Writing is atomic: everything goes to a temporary sibling
-directory that is renamed into place at the end, so a failure leaves nothing half-written.
+Version 1 directories (``DIR/params/``, an Orbax StandardCheckpointer of the same flat dict) are
+still read. Parameters are keyed by their lvae-jax path (``dec_blocks.3.prior_net.c1.kernel``), in
+lvae-jax layouts (NHWC / HWIO).
+
+Loading a version-2 directory memory-maps ``weights.bin`` (no parsing, no copy until the arrays
+move to the device) and verifies it **once**: the first load hashes the file and recomputes the
+parameter digest, and records the verified file (path, size, mtime, inode, digests) under
+``$LVAE_CACHE_DIR/..`` (``~/.cache/lvae_jax/verified-weights.json``); later loads of the unchanged
+file skip hashing. A changed file, or a description whose digests changed, is verified again.
+
+Writing is atomic: everything goes to a temporary sibling directory that is renamed into place at
+the end (an existing model directory is moved aside first and removed last), so a failure leaves
+the old directory or the new one, never half of either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,12 +37,14 @@ from pathlib import Path
 import numpy as np
 
 META_FILE = "lvae_model.json"
+WEIGHTS_FILE = "weights.bin"
 FORMAT = "lvae-jax-model"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_ALIGN = 64
 
 
-class CheckpointError(ValueError):
-    """A model directory is missing, malformed, or does not match the model."""
+from lvae_jax.checkpoint.errors import CheckpointError  # noqa: F401  (re-exported)
 
 
 def flat_params(model) -> dict[str, np.ndarray]:
@@ -51,24 +67,57 @@ def weights_digest(params: dict[str, np.ndarray]) -> str:
 
 def save_params(path, config, params: dict[str, np.ndarray], meta: dict | None = None,
                 overwrite: bool = False) -> Path:
-    """Write a model directory from a config and flat parameters (atomic)."""
-    import orbax.checkpoint as ocp
+    """Write a model directory (version 2) from a config and flat parameters (atomic)."""
     path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} exists and is not a directory: not replaced")
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path} already exists (pass overwrite=True / --overwrite)")
+    if path.exists() and not is_model_dir(path):
+        found = sorted(p.name for p in path.iterdir())[:5]
+        raise CheckpointError(f"{path} is not an lvae-jax model directory (it holds "
+                              f"{', '.join(found) or 'nothing'}{', …' if len(found) == 5 else ''}): "
+                              "--overwrite replaces only a model directory; choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)          # mkdtemp's 0700 would hide the model from others
     try:
         params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / "params", params)
-        ckptr.wait_until_finished()
+        arrays, h, pos = {}, hashlib.sha256(), 0
+        with open(tmp / WEIGHTS_FILE, "wb") as f:
+            for k in sorted(params):
+                a = np.ascontiguousarray(params[k], dtype="<f4")
+                pad = -pos % _ALIGN
+                if pad:
+                    f.write(b"\0" * pad)
+                    h.update(b"\0" * pad)
+                    pos += pad
+                arrays[k] = [pos, list(a.shape)]
+                data = a.tobytes()
+                f.write(data)
+                h.update(data)
+                pos += len(data)
+            f.flush()
+            os.fsync(f.fileno())
         info = {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
-                "weights_sha256": weights_digest(params), "meta": meta or {}}
+                "weights_sha256": weights_digest(params),
+                "weights_file": {"name": WEIGHTS_FILE, "size": pos, "sha256": h.hexdigest()},
+                "arrays": arrays, "meta": meta or {}}
         (tmp / META_FILE).write_text(json.dumps(info, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        old = None
+        if path.exists():             # moved aside, deleted once the new one is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)) / path.name
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
+        if old is not None:
+            shutil.rmtree(old.parent, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -80,6 +129,15 @@ def save_model(model, path, meta: dict | None = None, overwrite: bool = False) -
     return save_params(path, model.config, flat_params(model), meta, overwrite)
 
 
+def is_model_dir(path) -> bool:
+    """Whether ``path`` is an lvae-jax model directory (its description file parses as one)."""
+    try:
+        read_info(path)
+        return True
+    except CheckpointError:
+        return False
+
+
 def read_info(path) -> dict:
     path = Path(path)
     f = path / META_FILE
@@ -88,21 +146,32 @@ def read_info(path) -> dict:
                               "convert an official checkpoint with `python -m convert --torch-ckpt X.pt`")
     try:
         info = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{f} is not valid JSON: {e}") from None
-    if info.get("format") != FORMAT or info.get("version") != VERSION:
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{f}: not an lvae-jax model description")
+    if info.get("format") != FORMAT or info.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{f}: unsupported format {info.get('format')!r} "
                               f"version {info.get('version')!r}")
+    if not isinstance(info.get("config"), dict):
+        raise CheckpointError(f"{f}: no model configuration (\"config\"): damaged or not written "
+                              "by lvae-jax")
     return info
 
 
 def load_params(path) -> tuple:
-    """-> (ModelConfig, {path: np.ndarray}, info dict)."""
-    import orbax.checkpoint as ocp
+    """-> (ModelConfig, {path: np.ndarray}, info dict). Version 2: read-only memory-mapped
+    arrays, verified once per file (module docstring)."""
     from lvae_jax.models.specs import ModelConfig
     path = Path(path).absolute()
     info = read_info(path)
-    config = ModelConfig.from_dict(info["config"])
+    try:
+        config = ModelConfig.from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / META_FILE}: invalid model configuration ({e!r})") from None
+    if info["version"] >= 2:
+        return config, _load_flat(path, info), info
+    import orbax.checkpoint as ocp
     try:
         restored = ocp.StandardCheckpointer().restore(path / "params")
     except Exception as e:  # orbax raises a variety of types for damaged directories
@@ -114,6 +183,82 @@ def load_params(path) -> tuple:
     return config, params, info
 
 
+def _load_flat(path: Path, info: dict) -> dict[str, np.ndarray]:
+    wf, arrays = info.get("weights_file"), info.get("arrays")
+    if not (isinstance(wf, dict) and isinstance(arrays, dict)):
+        raise CheckpointError(f"{path / META_FILE}: no weights index (damaged)")
+    f = path / str(wf.get("name", WEIGHTS_FILE))
+    if f.parent != path:
+        raise CheckpointError(f"{path / META_FILE}: weights file outside the directory")
+    try:
+        size = f.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"{f}: cannot read ({e.strerror or e})") from None
+    if size != wf.get("size"):
+        raise CheckpointError(f"{f}: {size} bytes, the description says {wf.get('size')} "
+                              "(truncated or damaged)")
+    # copy-on-write mapping: pages are read lazily; a buffer JAX aliases and a training step
+    # later donates is written privately, never into the file
+    mm = np.memmap(f, dtype="<f4", mode="c") if size else np.zeros(0, "<f4")
+    params = {}
+    for k, entry in arrays.items():
+        try:
+            offset, shape = int(entry[0]), tuple(int(d) for d in entry[1])
+        except (TypeError, ValueError, IndexError):
+            raise CheckpointError(f"{path / META_FILE}: bad index entry for {k}") from None
+        n = math.prod(shape)
+        if offset % 4 or offset < 0 or offset + 4 * n > size or min(shape, default=1) < 0:
+            raise CheckpointError(f"{path / META_FILE}: index entry for {k} lies outside the "
+                                  "weights file (damaged)")
+        params[k] = mm[offset // 4: offset // 4 + n].reshape(shape)
+    _verify_once(f, info, params)
+    return params
+
+
+def _verified_record() -> Path | None:
+    base = os.environ.get("LVAE_CACHE_DIR")
+    if base == "off":
+        return None
+    root = Path(base).parent if base else Path.home() / ".cache" / "lvae_jax"
+    return root / "verified-weights.json"
+
+
+def _verify_once(f: Path, info: dict, params: dict) -> None:
+    """Hash the weights file and the parameters unless this exact file was verified before."""
+    st = f.stat()
+    key = str(f.resolve())
+    want = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+            "file_sha256": info["weights_file"].get("sha256"),
+            "weights_sha256": info.get("weights_sha256")}
+    rec_path = _verified_record()
+    seen = {}
+    if rec_path is not None:
+        try:
+            seen = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        if isinstance(seen, dict) and seen.get(key) == want:
+            return
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    if h.hexdigest() != want["file_sha256"]:
+        raise CheckpointError(f"{f}: contents do not match the recorded sha256 (damaged?)")
+    if want["weights_sha256"] and weights_digest(params) != want["weights_sha256"]:
+        raise CheckpointError(f"{f.parent}: parameters do not match the recorded sha256 (damaged?)")
+    if rec_path is not None:
+        try:
+            seen = seen if isinstance(seen, dict) else {}
+            seen[key] = want
+            rec_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = rec_path.with_name(f".{rec_path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(seen))
+            os.replace(tmp, rec_path)
+        except OSError:
+            pass                           # read-only home: verify again next time
+
+
 def assign_params(model, params: dict[str, np.ndarray]):
     """Load flat parameters into a (possibly abstract) model; all keys and shapes must match."""
     from flax import nnx
@@ -121,13 +266,7 @@ def assign_params(model, params: dict[str, np.ndarray]):
     graphdef, state = nnx.split(model)
     flat = dict(nnx.to_flat_state(state))
     expected = {".".join(str(p) for p in k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected))
-    wrong = [f"{k}: model {tuple(flat[expected[k]].shape)} vs file {tuple(params[k].shape)}"
-             for k in sorted(set(expected) & set(params))
-             if tuple(flat[expected[k]].shape) != tuple(params[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(_mismatch_report(missing, unexpected, wrong))
+    _check_keys(expected, flat, params)
     for k, path in expected.items():
         flat[path] = flat[path].replace(jnp.asarray(params[k], jnp.float32))
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
@@ -145,8 +284,32 @@ def _mismatch_report(missing, unexpected, wrong, limit: int = 20) -> str:
 def load_model(path):
     """Build the model recorded in ``path`` and load its parameters. The model carries the
     verified sha256 of its weights as ``model.weights_sha256`` (its identity in bitstreams)."""
-    from lvae_jax import build_model
+    import jax
+    from flax import nnx
+    from lvae_jax.models import HierarchicalVAE
+    from lvae_jax.nn.layers import HostInit
     config, params, info = load_params(path)
-    model = assign_params(build_model(config, abstract=True), params)
+    # the module tree with zero-stride placeholder arrays (no init, no tracing), then the
+    # file's arrays in their place and one transfer to the device
+    skeleton = HierarchicalVAE(config, rngs=HostInit(0, abstract=True))
+    graphdef, state = nnx.split(skeleton)
+    flat = dict(nnx.to_flat_state(state))
+    expected = {".".join(str(p) for p in k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
+    _check_keys(expected, flat, params)
+    host = {expected[k]: params[k] for k in expected}
+    moved = jax.device_put(host)
+    for k, v in moved.items():
+        flat[k] = flat[k].replace(v)
+    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
     model.weights_sha256 = info.get("weights_sha256") or weights_digest(params)
     return model
+
+
+def _check_keys(expected, flat, params) -> None:
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    wrong = [f"{k}: model {tuple(flat[expected[k]].shape)} vs file {tuple(params[k].shape)}"
+             for k in sorted(set(expected) & set(params))
+             if tuple(flat[expected[k]].shape) != tuple(params[k].shape)]
+    if missing or unexpected or wrong:
+        raise CheckpointError(_mismatch_report(missing, unexpected, wrong))

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lvae_jax.checkpoint.errors import CheckpointError
 from lvae_jax.checkpoint.keymap import (FILLED_BY_UPDATE, OPTIONAL_PREFIXES, BufferEntry, ParamEntry,
                                         key_map, to_jax, to_torch, torch_shape)
 from lvae_jax.models.specs import ModelConfig
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """The checkpoint cannot be converted; the message lists every problem found."""
 
 
@@ -197,12 +198,16 @@ def write_torch_checkpoint(state_dict: dict[str, np.ndarray], path, overwrite: b
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConversionError(f"{path} already exists (pass --overwrite)")
+    if path.is_dir():
+        raise ConversionError(f"{path} is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         torch.save({"model": sd}, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -227,9 +232,10 @@ class ConversionResult:
 
 def convert_torch_to_orbax(torch_ckpt, out_dir, model: str | None = None, lmb: float | None = None,
                            lmb_range=None, config: ModelConfig | None = None,
-                           overwrite: bool = False) -> ConversionResult:
+                           overwrite: bool = False, allow_nonfinite: bool = False) -> ConversionResult:
     """The whole forward conversion: read, detect (or check the named model), convert, write an
-    lvae-jax model directory. Raises :class:`ConversionError` listing every problem."""
+    lvae-jax model directory. Raises :class:`ConversionError` listing every problem, including
+    NaN/Inf weights (unless ``allow_nonfinite``)."""
     from lvae_jax.checkpoint.orbax_io import save_params
     sd, notes = read_torch_checkpoint(torch_ckpt)
     if lmb is None:
@@ -259,6 +265,12 @@ def convert_torch_to_orbax(torch_ckpt, out_dir, model: str | None = None, lmb: f
         notes.append(f"{len(best.filled_buffers)} coder-table buffers were filled (saved after "
                      "compress_mode(True)); lvae-jax builds its own tables")
     params = state_dict_to_params(sd, config)
+    bad = sorted(k for k, v in params.items() if not np.all(np.isfinite(v)))
+    if bad and not allow_nonfinite:
+        raise ConversionError(f"{len(bad)} parameter arrays hold NaN or Inf (e.g. {', '.join(bad[:3])}): "
+                              "a damaged checkpoint; pass --allow-nonfinite to convert it anyway")
+    if bad:
+        notes.append(f"{len(bad)} parameter arrays hold NaN or Inf (converted as asked)")
     meta = {"source": str(Path(torch_ckpt).name), "source_sha256": file_sha256(torch_ckpt),
             "converted_from": "official PyTorch checkpoint", "notes": notes,
             "coder_buffers_filled": bool(best.filled_buffers)}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lvae_jax import image as imageio
+from lvae_jax.limits import check_image_size
 from lvae_jax.codec import container, formats
 from lvae_jax.codec.core import Codec, DecodeReport, EncodedImage
 from lvae_jax.entropy import coder
@@ -201,6 +202,7 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
     t0 = time.perf_counter()
     p = parse(data, allow_partial=allow_partial)
     check_model(codec, p)
+    check_image_size(codec.config, *p.image_size, what="bitstream")   # before any allocation
     k = len(p.latents) if num_blocks is None else min(num_blocks, len(p.latents))
     notes = list(p.notes)
     if k < codec.num_latents:
@@ -230,14 +232,22 @@ class RateControlResult:
 
 
 def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lvae",
-                       tolerance: float = 0.02, max_iter: int = 30) -> RateControlResult:
-    """Variable-rate models: bisection on log λ (like the official ``test-at-target-bytes``)
-    for a file of ``target_bytes`` (± ``tolerance``). Returns the closest file not above the
-    target when possible, with a message saying how close it landed and, if the target is out of
-    reach, why."""
+                       tolerance: float = 0.02, max_iter: int = 24, grid: int = 9) -> RateControlResult:
+    """Variable-rate models: the file of at most ``target_bytes`` and within ``tolerance`` of it.
+
+    File size is *not* monotone in λ (a few bytes of range-coder tail, rounding of latents), so a
+    single bisection like the official ``test-at-target-bytes`` can miss files that exist. This
+    search first encodes at ``grid`` λ spaced evenly in log λ over the model's range, then bisects
+    (in log λ) every interval whose ends bracket the target, the most promising first, until a
+    file lands in ``[target·(1 − tolerance), target]`` or ``max_iter`` encodes are spent. The
+    answer is the largest file seen that is not above the target (the smallest one seen when
+    every file is too big); the message says how close it landed and, if the target is out of
+    reach, over which trials."""
     cfg = codec.config
     if not cfg.variable_rate:
         raise ValueError(f"{cfg.name} is fixed-rate: rate control needs a variable-rate model (qarv_base)")
+    if target_bytes <= 0:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
     lo, hi = (math.log(v) for v in cfg.lmb_range)
     cache: dict = {}
 
@@ -245,32 +255,44 @@ def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lv
         lmb = float(np.float32(math.exp(log_l)))
         if lmb not in cache:
             cache[lmb] = compress(codec, image, lmb, fmt)
-        return lmb, cache[lmb]
+        return len(cache[lmb])
 
-    lmin, dmin = size_at(lo)
-    lmax, dmax = size_at(hi)
-    if target_bytes < len(dmin):
-        return RateControlResult(dmin, lmin, [(lmin, len(dmin)), (lmax, len(dmax))], False,
-                                 f"target {target_bytes} B is below the smallest file this model makes "
-                                 f"for this image ({len(dmin)} B at the lowest λ = {lmin:g})")
-    if target_bytes > len(dmax):
-        return RateControlResult(dmax, lmax, [(lmin, len(dmin)), (lmax, len(dmax))],
-                                 abs(len(dmax) - target_bytes) <= tolerance * target_bytes,
-                                 f"target {target_bytes} B is above the largest file this model makes "
-                                 f"for this image ({len(dmax)} B at the highest λ = {lmax:g})")
-    a, b = lo, hi
-    for _ in range(max_iter):
-        lmb, d = size_at((a + b) / 2)
-        if abs(len(d) - target_bytes) <= tolerance * target_bytes and len(d) <= target_bytes:
-            break
-        if len(d) > target_bytes:
-            b = math.log(lmb)
-        else:
-            a = math.log(lmb)
+    def hit(n):
+        return target_bytes * (1 - tolerance) <= n <= target_bytes
+
+    points = [lo + (hi - lo) * i / (grid - 1) for i in range(grid)]
+    sizes = [size_at(p) for p in points]
+    # intervals whose ends bracket the target, as (log λ below, log λ above)
+    brackets = [(points[i], points[i + 1]) for i in range(grid - 1)
+                if min(sizes[i], sizes[i + 1]) <= target_bytes < max(sizes[i], sizes[i + 1])]
+    spent = len(cache)
+    while brackets and spent < max_iter and not any(hit(len(d)) for d in cache.values()):
+        # the bracket whose end under the target is closest to it
+        brackets.sort(key=lambda ab: -max(n for n in (size_at(ab[0]), size_at(ab[1]))
+                                          if n <= target_bytes))
+        a, b = brackets.pop(0)
+        if abs(b - a) < 1e-6:
+            continue
+        m = (a + b) / 2
+        n = size_at(m)
+        spent = len(cache)
+        for lo_, hi_ in ((a, m), (m, b)):
+            if min(size_at(lo_), size_at(hi_)) <= target_bytes < max(size_at(lo_), size_at(hi_)):
+                brackets.append((lo_, hi_))
     trials = sorted((l, len(d)) for l, d in cache.items())
     under = [(l, d) for l, d in cache.items() if len(d) <= target_bytes]
-    lmb, d = max(under, key=lambda x: len(x[1])) if under else min(cache.items(), key=lambda x: len(x[1]))
-    ok = abs(len(d) - target_bytes) <= tolerance * target_bytes
-    msg = (f"{len(d)} B at λ = {lmb:g} ({100 * (len(d) - target_bytes) / target_bytes:+.2f} % of the target)"
-           + ("" if ok else "; sizes change in steps larger than the tolerance around this target"))
+    span = f"λ ∈ [{cfg.lmb_range[0]:g}, {cfg.lmb_range[1]:g}], {len(trials)} trials"
+    if not under:
+        lmb, d = min(cache.items(), key=lambda x: (len(x[1]), x[0]))
+        return RateControlResult(d, lmb, trials, False,
+                                 f"target {target_bytes} B is below the smallest file found for this "
+                                 f"image ({len(d)} B at λ = {lmb:g}; {span})")
+    lmb, d = max(under, key=lambda x: (len(x[1]), -x[0]))
+    ok = hit(len(d))
+    msg = f"{len(d)} B at λ = {lmb:g} ({100 * (len(d) - target_bytes) / target_bytes:+.2f} % of the target)"
+    if not ok:
+        biggest = max(len(v) for v in cache.values())
+        msg += (f"; target {target_bytes} B is above the largest file found for this image "
+                f"({biggest} B; {span})" if biggest <= target_bytes else
+                f"; no file found within {100 * tolerance:g} % below the target ({span})")
     return RateControlResult(d, lmb, trials, ok, msg)

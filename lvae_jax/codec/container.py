@@ -259,6 +259,10 @@ def read_header(data) -> ContainerHeader:
         _fail("λ is set but the variable-rate flag is not (corrupt)")
     if h < 1 or w < 1:
         _fail(f"image size {h}×{w} is empty")
+    from lvae_jax.limits import MAX_SIDE
+    if max(h, w) > MAX_SIDE or batch > 255:
+        _fail(f"image size {h}×{w} (batch {batch}) is out of range (at most {MAX_SIDE} per side, "
+              "255 images): corrupt or forged")
     if batch < 1 or num_latents < 1 or stride < 1:
         _fail(f"batch {batch}, latent blocks {num_latents} and stride {stride} must be positive")
     if (gh, gw) != (-(-h // stride), -(-w // stride)):

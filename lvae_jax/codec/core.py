@@ -9,6 +9,8 @@ coding of ``round(qm − pm)`` in (C, h, w) order with the table indexes of its 
 from __future__ import annotations
 
 import functools
+import itertools
+import time
 from dataclasses import dataclass, field
 
 import jax
@@ -18,6 +20,7 @@ from lvae_jax import numerics
 from lvae_jax.codec.engine import CodecEngine, from_coder_order, to_coder_order
 from lvae_jax.entropy import coder
 from lvae_jax.entropy.coder import BitstreamError, symbols_crc
+from lvae_jax.limits import check_image_size
 from lvae_jax.models import inference, lambdas
 
 #: Relative distance of a prior scale to a table threshold below which its index may differ
@@ -25,6 +28,13 @@ from lvae_jax.models import inference, lambdas
 NEAR_BOUNDARY = 1e-5
 #: Single and pairwise index flips tried per latent before giving up.
 MAX_FLIP_TRIALS = 256
+#: Near-boundary scales beyond this share of a latent block (at least :data:`MIN_FLIP_CANDIDATES`)
+#: are not cross-implementation flips (about 3e-4 of the elements of a 512² image are,
+#: docs/cross_implementation.md) but a forged or foreign file: an error, before any trial.
+MAX_FLIP_CANDIDATE_SHARE = 2e-3
+MIN_FLIP_CANDIDATES = 256
+#: Wall-clock bound of one block's flip search (seconds).
+MAX_FLIP_SECONDS = 20.0
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Codec:
         One device pass for the whole batch, then host range coding per image and latent."""
         lmb = self.check_lmb(lmb)
         n, h, w, _ = images.shape
+        check_image_size(self.config, h, w, batch=n, what="encode")
         s = self.config.max_stride
         enc = self.engine.encode(images, lmb)
         lt = self.engine.latent_tables
@@ -136,6 +147,10 @@ class Codec:
         grid = items[0].grid
         if any(it.grid != grid for it in items):
             raise ValueError("a batch must hold images of one size")
+        if len(grid) != 2 or min(grid) < 1:
+            raise coder.BitstreamError(f"invalid latent grid {grid}")
+        s = self.config.max_stride       # before anything of that size is allocated
+        check_image_size(self.config, grid[0] * s, grid[1] * s, batch=len(items), what="bitstream")
         available = min(len(it.latents) for it in items)
         if available > self.num_latents:
             raise coder.BitstreamError(f"{available} latent strings but {self.config.name} has "
@@ -227,14 +242,32 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
     except BitstreamError as first:
         error = first
     rel, flip = _near_boundary(scales, tables)
-    cand = np.argsort(rel)[: int(np.sum(rel < NEAR_BOUNDARY))]
-    if cand.size == 0:
+    n_near = int(np.sum(rel < NEAR_BOUNDARY))
+    if n_near == 0:
         raise BitstreamError(f"{what}: {error} — no prior scale lies near a table boundary, so this is "
                              "not a cross-implementation index flip: the file is corrupt or was "
                              "written by another model") from None
-    trials = [(c,) for c in cand] + [(a, b) for i, a in enumerate(cand) for b in cand[i + 1:]]
+    cap = max(MIN_FLIP_CANDIDATES, int(MAX_FLIP_CANDIDATE_SHARE * rel.size))
+    if n_near > cap:
+        raise BitstreamError(f"{what}: {error} — {n_near} of {rel.size} prior scales lie within "
+                             f"{NEAR_BOUNDARY:g} of a table boundary (more than {cap}): not a "
+                             "cross-implementation index flip; the file is corrupt, forged or "
+                             "was written by another model") from None
+    cand = np.argpartition(rel, n_near - 1)[:n_near] if n_near < rel.size else np.arange(rel.size)
+    cand = cand[np.argsort(rel[cand], kind="stable")]
+
+    def combos():                     # singles, then pairs, generated lazily
+        yield from ((c,) for c in cand)
+        for i, a in enumerate(cand):
+            for b in cand[i + 1:]:
+                yield (a, b)
+
+    trials = itertools.islice(combos(), MAX_FLIP_TRIALS)
+    deadline = time.monotonic() + MAX_FLIP_SECONDS
     n_tables = len(np.asarray(tables.scale_table))
-    for combo in trials[:MAX_FLIP_TRIALS]:
+    for combo in trials:
+        if time.monotonic() > deadline:
+            break
         idx = np.array(indexes, np.int32, copy=True)
         for c in combo:
             idx[c] = np.clip(idx[c] + flip[c], 0, n_tables - 1)
@@ -245,7 +278,7 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
         if report is not None:
             report.flips.append((what, len(combo), float(rel[list(combo)].max())))
         return out
-    raise BitstreamError(f"{what}: {error} — {cand.size} prior scales lie within {NEAR_BOUNDARY:g} of a "
+    raise BitstreamError(f"{what}: {error} — {n_near} prior scales lie within {NEAR_BOUNDARY:g} of a "
                          "table boundary and no combination of flipped indexes decodes: the encoder's "
                          "floats differ too much, or the file is corrupt") from None
 

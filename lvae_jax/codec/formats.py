@@ -420,6 +420,14 @@ def read_qres_file(data, stride: int | None = OFFICIAL_STRIDE) -> QresFile:
     shape = _int_tuple(shape_item, 4, "the feature shape")
     if min(shape) < 1:
         raise BitstreamError(f"QRes file: feature shape {shape} has an empty dimension")
+    # sane ranges before any arithmetic on them: the official code writes one image (N = 1) and
+    # sides up to MAX_SIDE; larger integers are forged (and overflow C++ shape products)
+    from lvae_jax.limits import MAX_SIDE
+    if shape[0] > 255 or shape[1] > 1 << 16 or max(shape[2:]) > MAX_SIDE:
+        raise BitstreamError(f"QRes file: feature shape {shape} is out of range (corrupt or forged)")
+    if not all(0 < v <= MAX_SIDE for v in image_size):
+        raise BitstreamError(f"QRes file: image size {image_size[0]}×{image_size[1]} is out of range "
+                             f"(1..{MAX_SIDE} per side; corrupt or forged)")
     if not latents:
         raise BitstreamError("QRes file: no latent strings")
     latent_strings = tuple(_bytes_list(x, f"latent block {i}") for i, x in enumerate(latents))

@@ -128,17 +128,36 @@ class TFDSImageSource:
 
     def __init__(self, name: str = "coco/2017", split: str = "train", data_dir=None,
                  image_key: str = "image"):
-        import tensorflow_datasets as tfds
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError:
+            raise DataError("--tfds needs tensorflow-datasets (pip install tensorflow-datasets)") from None
         self.name, self.split, self.image_key = name, split, image_key
+        build = (f"prepare it once, in ArrayRecord format: `tfds build {name.split('/')[0]}"
+                 + (f" --config {name.split('/', 1)[1]}" if "/" in name else "")
+                 + " --file_format=array_record"
+                 + (f" --data_dir {data_dir}" if data_dir else "") + "`")
         try:
             self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-        except (NotImplementedError, FileNotFoundError, AssertionError, ValueError) as e:
-            raise DataError(
-                f"TFDS dataset {name!r} split {split!r} is not available for random access "
-                f"(data_dir={data_dir or 'default'}): {e}\nPrepare it once, in ArrayRecord format: "
-                f"`tfds build {name} --file_format=array_record`") from None
+        except Exception as e:  # TFDS raises many kinds; say which case it is and what to run
+            raise DataError(self._diagnose(tfds, name, split, data_dir, build, e)) from None
         if len(self._ds) == 0:
             raise DataError(f"TFDS dataset {name!r} split {split!r} is empty")
+
+    @staticmethod
+    def _diagnose(tfds, name, split, data_dir, build, error) -> str:
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as e:  # unknown name, bad version, ...
+            return f"TFDS dataset {name!r}: {e}"
+        if not builder.is_prepared():
+            return (f"TFDS dataset {name!r} is not prepared in {data_dir or builder.data_dir} "
+                    f"(nothing is downloaded here): {build}")
+        if split not in builder.info.splits:
+            return (f"TFDS dataset {name!r} has no split {split!r} (it has: "
+                    f"{', '.join(sorted(builder.info.splits)) or 'none'}): {build}")
+        return (f"TFDS dataset {name!r} split {split!r} is not available for random access "
+                f"(data_dir={data_dir or 'default'}): {error}\n{build[0].upper() + build[1:]}")
 
     def __len__(self) -> int:
         return len(self._ds)

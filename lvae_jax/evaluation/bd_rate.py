@@ -136,11 +136,25 @@ def _prepare(curve: CurveLike, role: str) -> tuple[np.ndarray, np.ndarray, str]:
         raise BDError(f"{label}: rates and PSNR values must be finite")
     if np.any(r <= 0):
         raise BDError(f"{label}: rates must be > 0 (they are compared on a log scale)")
+    order = np.argsort(r, kind="stable")
+    if np.any(np.diff(p[order]) < 0) or np.ptp(p) == 0 or np.ptp(r) == 0:
+        raise BDError(f"{label}: degenerate curve: PSNR must rise with rate (a falling point or a "
+                      "flat curve makes the fit meaningless)")
     return r, p, label
+
+
+#: The overlap a BD metric averages over must cover at least this share of each curve's span:
+#: below it the result is an extrapolation of the fits (figures like −100 % or +1000 %).
+MIN_OVERLAP_SHARE = 0.1
 
 
 def _overlap(xa, xt, la, lt, what: str, unit: str) -> tuple[float, float]:
     lo, hi = max(xa.min(), xt.min()), min(xa.max(), xt.max())
+    if hi > lo and (hi - lo) < MIN_OVERLAP_SHARE * min(np.ptp(xa), np.ptp(xt)):
+        u = f" {unit}" if unit else ""
+        raise BDError(f"the {what} ranges barely overlap ({lo:.4g}–{hi:.4g}{u}, less than "
+                      f"{MIN_OVERLAP_SHARE:.0%} of a curve's span): {la} spans "
+                      f"{xa.min():.4g}–{xa.max():.4g}{u}, {lt} spans {xt.min():.4g}–{xt.max():.4g}{u}")
     if not hi > lo:
         u = f" {unit}" if unit else ""
         raise BDError(f"the {what} ranges do not overlap: {la} spans "

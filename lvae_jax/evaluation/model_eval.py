@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from lvae_jax.evaluation import metrics
+from lvae_jax.files import atomic_write_bytes
 from lvae_jax.evaluation.images import EvalImage
 from lvae_jax.evaluation.rd_json import RDCurve
 from lvae_jax.models import lambdas as L
@@ -353,7 +354,7 @@ def evaluate_bitstreams(models, images: Iterable[EvalImage], lambdas: Sequence[f
                     if keep is not None:
                         rel = Path(point_dirs[k]) / f"{i:04d}_{_safe_name(im.name)}{suffix}"
                         (keep / rel).parent.mkdir(parents=True, exist_ok=True)
-                        (keep / rel).write_bytes(data)
+                        atomic_write_bytes(keep / rel, data)
                         rec["file"] = rel.as_posix()
                     records[k][i] = rec
                 bar.update(len(group))

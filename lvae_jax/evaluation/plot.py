@@ -96,7 +96,8 @@ def plot_rd(out_path, curves: Sequence[RDCurve | str | Path],
     ax.legend(loc="lower right", fontsize="small", title=legend_title, title_fontsize="small")
     fig.tight_layout()
 
+    from lvae_jax.files import atomic_file
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, format=None if out_path.suffix else "png")
+    with atomic_file(out_path, suffix=out_path.suffix or ".png") as tmp:   # a kill leaves no partial plot
+        fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png")
     return out_path

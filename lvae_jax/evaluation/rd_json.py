@@ -312,12 +312,8 @@ def save_rd(curves: RDCurve | Sequence[RDCurve], path, indent: int = 4) -> Path:
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename, so a reader never
     sees a half-written file and an existing one stays intact if writing fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from lvae_jax.files import atomic_write_text
+    return atomic_write_text(path, text)
 
 
 # -------------------------------------------------------------------- helpers

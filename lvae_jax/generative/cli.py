@@ -4,7 +4,7 @@ Subcommands ``sample``, ``interpolate``, ``inpaint``, ``progressive`` and ``rd-c
 ``(help, add_arguments(parser), run(args) -> exit status)`` in :data:`COMMANDS`.
 
 Every subcommand takes ``--ckpt DIR`` (an lvae-jax model directory, from ``python -m convert`` or
-training), optionally ``--model NAME`` (checked against the directory's model), ``--seed`` and
+training; default: the embedded demo model), optionally ``--model NAME`` (checked against the directory's model), ``--seed`` and
 ``--out``. Images of any size are padded (edge replication) to multiples of 64 for the model and
 the outputs cropped back. Exit status: 0 success, 2 bad input (the message says why).
 
@@ -21,8 +21,9 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser, out_default: str, lmb: bool = True) -> None:
-    p.add_argument("--ckpt", required=True, metavar="DIR",
-                   help="model directory (lvae_model.json + params/), e.g. from python -m convert")
+    p.add_argument("--ckpt", metavar="DIR",
+                   help="model directory (lvae_model.json + params/), e.g. from python -m convert; "
+                        "default: the embedded demo model (a small QARV, not official weights)")
     p.add_argument("--model", metavar="NAME",
                    help="expected model name (e.g. qres17m); an error if DIR holds another model")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of the random draws (default 0)")
@@ -54,6 +55,11 @@ def _load(args):
     """The model of ``--ckpt`` as a GenerativeModel (checked against ``--model``)."""
     from lvae_jax.checkpoint.orbax_io import load_model, read_info
     from lvae_jax.generative.sampling import GenerativeError, GenerativeModel
+    if args.ckpt is None:
+        from lvae_jax.assets import demo_model_dir
+        args.ckpt = demo_model_dir()
+        print("note: no --ckpt given: using the embedded DEMO MODEL (a small QARV trained by "
+              "lvae-jax, not the official weights)", file=sys.stderr)
     info = read_info(args.ckpt)
     name = info.get("config", {}).get("name")
     if args.model and args.model != name:
@@ -235,7 +241,8 @@ def _rd_args(p):
     p.add_argument("--name", help="curve name in the JSON (default: the model name)")
     p.add_argument("--plot", metavar="PNG", help="also draw the curve")
     p.add_argument("--anchor", action="append", default=[], metavar="JSON",
-                   help="anchor curve for the plot (repeatable)")
+                   help="anchor curve for the plot: a JSON file or a packaged name such as "
+                        "kodak/vtm18.0 (`python -m eval anchors`; repeatable)")
 
 
 @_guarded
@@ -244,6 +251,11 @@ def _rd_curve(args) -> int:
     from lvae_jax.generative.rd_curve import (PROTOCOLS, estimate_rd_curve, lambda_grid,
                                               official_lambdas, write_rd_curve)
     from lvae_jax.generative.sampling import GenerativeError
+    from lvae_jax.evaluation.official_results import UnknownResult, resolve
+    try:
+        args.anchor = [resolve(a) for a in args.anchor]       # before any work
+    except UnknownResult as e:
+        raise GenerativeError(str(e)) from None
     gm = _load(args)
     if gm.family not in PROTOCOLS:
         raise GenerativeError(f"{gm.name} is a fixed-rate {gm.family} model; rd-curve needs a "

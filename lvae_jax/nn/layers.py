@@ -53,8 +53,8 @@ class HostInit:
         """U(-bound, bound) · gain as float32 (a host array; ``build_model`` moves the whole
         state to the device at once)."""
         self.count += 1
-        if self.abstract:
-            return constant(shape, 0.0)
+        if self.abstract:     # a zero-stride placeholder: shape and dtype, no memory
+            return np.broadcast_to(np.float32(0.0), shape)
         u = np.random.default_rng([self.seed, self.count]).random(shape, dtype=np.float32)
         return (u * np.float32(2 * bound) - np.float32(bound)) * np.float32(gain)
 

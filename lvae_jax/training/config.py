@@ -151,7 +151,8 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=list))
+        from lvae_jax.files import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=list))
 
     @classmethod
     def load(cls, path) -> "TrainConfig":

@@ -10,13 +10,13 @@ over the original H·W), averaged over images.
 Results follow the schema of the official results files (``name``, ``test-set``, ``lambdas``,
 ``results: {bpp, psnr, mse}``) with a few extra keys (``step``, ``weights``, ``estimated``). When
 the folder is a known test set (Kodak, Tecnick, CLIC 2022) or an anchor file is given, the BD-rate
-against the VTM 18.0 anchor is added (``lvae_jax.evaluation.bd_rate``).
+against the VTM 18.0 anchor (packaged: :mod:`lvae_jax.evaluation.official_results`) is added
+(``lvae_jax.evaluation.bd_rate``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import jax
@@ -27,34 +27,24 @@ from lvae_jax.models.lambdas import self_evaluate_lambdas
 
 log = logging.getLogger(__name__)
 
-#: Test sets with VTM 18.0 anchors in ``<shared>/results/<set>/<set>-vtm18.0.json``.
-KNOWN_TEST_SETS = ("kodak", "tecnick-rgb-1200", "clic2022-test")
-
-
-def shared_dir() -> Path:
-    """``$LVAE_SHARED_DIR`` or the ``shared`` folder beside the repository."""
-    env = os.environ.get("LVAE_SHARED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
-
-
 def detect_test_set(folder) -> str | None:
     """A known test-set name if the folder looks like one (by name), else None."""
+    from lvae_jax.evaluation.official_results import TEST_SETS
     name = Path(folder).resolve().name.lower()
-    for known in KNOWN_TEST_SETS:
+    for known in TEST_SETS:
         if known in name:
             return known
     return None
 
 
 def find_anchor(folder, anchor: str | None = None) -> Path | None:
-    """The anchor RD curve for BD-rate: ``anchor`` if given, else VTM 18.0 of a known test set."""
+    """The anchor RD curve for BD-rate: ``anchor`` (a file or a packaged name such as
+    ``kodak/vtm18.0``) if given, else the packaged VTM 18.0 curve of a known test set."""
+    from lvae_jax.evaluation.official_results import anchor_for, resolve
     if anchor:
-        return Path(anchor)
+        return resolve(anchor)
     test_set = detect_test_set(folder)
-    if test_set is None:
-        return None
-    path = shared_dir() / "results" / test_set / f"{test_set}-vtm18.0.json"
-    return path if path.is_file() else None
+    return None if test_set is None else anchor_for(test_set)
 
 
 def compute_bd_rate(anchor_path, bpp, psnr) -> tuple[float | None, str]:

@@ -27,7 +27,19 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     kwargs = {k: v for k, v in dict(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id).items()
               if v is not None}
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        from lvae_jax.training.trainer import TrainingError
+        if "before any JAX" in str(e):
+            raise TrainingError(f"--tpu/--distributed must start before any JAX computation in "
+                                f"this process (run training as its own process): {e}") from None
+        where = ("no cluster was detected (not a TPU pod slice, SLURM job or other environment "
+                 "jax.distributed recognises)" if not kwargs else "the cluster could not be joined")
+        raise TrainingError(
+            f"--tpu/--distributed: {where}: {str(e).rstrip('.')}. On one machine, leave --tpu out "
+            "(every local device is used anyway); by hand, give --coordinator-address HOST:PORT "
+            "--num-processes N --process-id I") from None
     log.info("jax.distributed: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
 

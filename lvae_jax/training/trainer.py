@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from lvae_jax.files import atomic_write_text
 from lvae_jax.training import parallel
 from lvae_jax.training.config import TrainConfig
 
@@ -80,6 +81,12 @@ def resolve_model_config(cfg: TrainConfig):
     args = dict(cfg.model_args)
     name = args.pop("name", None)  # the ModelConfig's name, not the registry's
     config = get_config(cfg.model, **args)
+    if "lmb" in config.args and "lmb" not in cfg.model_args:
+        # the builder has a default λ (32), the official train script another (2048): neither
+        # is a safe silent choice for a fixed-rate model
+        raise TrainingError(f"{cfg.model} is a fixed-rate model: give its λ (--lmb, e.g. "
+                            "--lmb 2048, the official training script's default; the published "
+                            "weights use 16, 32, ..., 2048)")
     if name:
         config = dataclasses.replace(config, name=str(name))
     return config, None, f"{cfg.model} {cfg.model_args or ''}"
@@ -207,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / TRAIN_CONFIG_FILE)
-        (run_dir / MODEL_CONFIG_FILE).write_text(json.dumps(model_config.to_dict(), indent=1))
+        atomic_write_text(run_dir / MODEL_CONFIG_FILE, json.dumps(model_config.to_dict(), indent=1))
 
     from lvae_jax.data import open_source
     from lvae_jax.training.checkpoints import TrainCheckpointer
@@ -218,6 +225,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     if cfg.eval_dir and is_main:
         from lvae_jax.data import ImageFolderSource
         ImageFolderSource(cfg.eval_dir)  # fails now, not after the model is built
+        if cfg.eval_anchor:
+            from lvae_jax.evaluation.official_results import resolve
+            resolve(cfg.eval_anchor)      # a missing anchor too
 
     # -- devices, model, state ----------------------------------------------------------------
     mesh = parallel.make_data_mesh()
@@ -300,8 +310,14 @@ def _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, 
             m = parallel.to_host(dev_metrics)
             loss = float(m["loss"])
             if not math.isfinite(loss):
-                where = (f"the last good checkpoint is step {last_ckpt} in {checkpointer.directory}"
-                         if last_ckpt is not None else "no checkpoint was saved yet")
+                good = None
+                if last_ckpt is not None:
+                    checkpointer.wait()                        # complete and sealed
+                    good = (last_ckpt if checkpointer.verify(last_ckpt)
+                            else checkpointer.last_verified_step())
+                where = (f"the last good checkpoint (checksums verified) is step {good} in "
+                         f"{checkpointer.directory}" if good is not None
+                         else "no verified checkpoint was saved yet")
                 raise TrainingError(f"loss is {loss} at step {t} (0-based); stopping — {where}")
             if m["spike"] > 0 and is_main:
                 bar.write(f"step {t}: large gradient norm {float(m['grad_norm']):.4g} "
@@ -331,7 +347,8 @@ def _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, 
                 weights = state.ema if which == "ema" else state.params
                 res = evaluator(parallel.local_copy(weights), step=done, weights=which)
                 (run_dir / "eval").mkdir(exist_ok=True)
-                (run_dir / "eval" / f"step_{done:08d}_{which}.json").write_text(json.dumps(res, indent=1))
+                atomic_write_text(run_dir / "eval" / f"step_{done:08d}_{which}.json",
+                                  json.dumps(res, indent=1))
                 flat = {"bd_rate": res.get("bd_rate")}
                 psnrs = res["results"].get("psnr") or [None] * len(res["results"]["bpp"])
                 for lmb, b, p in zip(res["lambdas"], res["results"]["bpp"], psnrs):
