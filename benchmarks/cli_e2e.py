@@ -11,7 +11,8 @@ Timed, each a fresh interpreter, wall clock of the whole process (start-up and i
 
 * lvae-jax ``python -m lvae_jax compress IMG OUT --ckpt DIR`` and ``decompress OUT PNG --ckpt DIR``:
   *cold* = empty compilation cache and no record of verified weights (``LVAE_CACHE_DIR`` a new
-  folder: the first run anywhere), *warm* = the same command again (min of ``--repeats``);
+  folder: the first run anywhere), *warm* = the same command again, ``--repeats`` times, each
+  listed and the min reported;
   *new size* = warm cache for ``--size`` but a first run at ``--size2``.
 * official: ``python -c 'import lvae...; model = get_model(NAME); model.load_state_dict(torch.load(
   PT, weights_only=True)["model"]); model.compress_mode(True); model.compress_file(IMG, OUT)'``
@@ -120,10 +121,13 @@ def bench_model(name: str, args, work: Path) -> dict:
 
     out["lvae_compress_cold_s"] = _timed(comp(img, work / "a.lvae"), jenv)
     out["lvae_decompress_cold_s"] = _timed(decomp(work / "a.lvae", work / "a_out.png"), jenv)
-    out["lvae_compress_warm_s"] = min(_timed(comp(img, work / "a.lvae"), jenv)
-                                      for _ in range(args.repeats))
-    out["lvae_decompress_warm_s"] = min(_timed(decomp(work / "a.lvae", work / "a_out.png"), jenv)
-                                        for _ in range(args.repeats))
+    # warm runs one by one, each listed
+    out["lvae_compress_runs_s"] = [_timed(comp(img, work / "a.lvae"), jenv)
+                                   for _ in range(args.repeats)]
+    out["lvae_decompress_runs_s"] = [_timed(decomp(work / "a.lvae", work / "a_out.png"), jenv)
+                                     for _ in range(args.repeats)]
+    out["lvae_compress_warm_s"] = min(out["lvae_compress_runs_s"])
+    out["lvae_decompress_warm_s"] = min(out["lvae_decompress_runs_s"])
     out["lvae_compress_new_size_s"] = _timed(comp(img2, work / "b.lvae"), jenv)
     out["lvae_decompress_new_size_s"] = _timed(decomp(work / "b.lvae", work / "b_out.png"), jenv)
     if args.official_python:
@@ -143,7 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["qarv_base", "qres34m"])
     p.add_argument("--size", type=parse_size, default=(512, 768))
     p.add_argument("--size2", type=parse_size, default=(448, 640), help="the 'new size'")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--official-python", help="interpreter with torch + the official code")
     p.add_argument("--official-src", default=os.environ.get("LVAE_OFFICIAL_SRC"),
                    help="a lossy-vae checkout (put on PYTHONPATH)")
@@ -159,7 +163,8 @@ def main(argv=None) -> int:
             for k in ("compress", "decompress"):
                 o = r.get(f"official_{k}_s")
                 ratio = lambda v: f" ({v / o:.2f}x)" if o else ""  # noqa: E731
-                print(f"{name} {k}: lvae-jax warm {r[f'lvae_{k}_warm_s']:.2f} s"
+                runs = ", ".join(f"{v:.2f}" for v in r[f"lvae_{k}_runs_s"])
+                print(f"{name} {k}: lvae-jax warm {r[f'lvae_{k}_warm_s']:.2f} s [{runs}]"
                       f"{ratio(r[f'lvae_{k}_warm_s'])}, cold {r[f'lvae_{k}_cold_s']:.2f} s"
                       f"{ratio(r[f'lvae_{k}_cold_s'])}, new size {r[f'lvae_{k}_new_size_s']:.2f} s"
                       f" (+{r[f'lvae_{k}_new_size_s'] - r[f'lvae_{k}_warm_s']:.2f} s)"

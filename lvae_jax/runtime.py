@@ -23,6 +23,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", str(where))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # every program, also the sub-second ones: a decode is a dozen small steps per image size
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return where
+
