@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up lvae-jax in ./.venv (or in the active virtual environment if one is active).
-# Installs the project with its [dev] extra from pyproject.toml, then the packages listed under
+# Installs the project with its [dev] and [tfds] extras from pyproject.toml, then the packages listed under
 # [tool.lvae-jax] no-deps-requirements without their dependencies (see pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ else
   PY=python
 fi
 "$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q -e '.[dev]'
+"$PY" -m pip install -q -e '.[dev,tfds]'
 nodeps=$("$PY" - <<'PYEOF'
 import tomllib
 with open("pyproject.toml", "rb") as f:

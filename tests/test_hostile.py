@@ -1,14 +1,16 @@
 """A hostile corpus, built here by code: every case must end with one ``error:`` line and exit
 status 2 — no traceback, no allocation beyond a bound, no partial or overwritten file.
 
-Each command runs in a fresh interpreter (:func:`run_cli`) that reports its own peak resident
-memory, which must stay under :data:`PEAK_RSS_BOUND`; each is bounded in time by ``timeout``.
+The command-line cases run one after another in **one** fresh interpreter (:data:`_DRIVER`: the
+interpreter starts and imports JAX once, not once per case), which reports after each case its
+peak resident memory so far; every case must stay under :data:`PEAK_RSS_BOUND` (the peak only
+grows, so later cases are held to the worst so far) and the whole batch under a time bound.
 """
 
 from __future__ import annotations
 
 import io
-import os
+import json
 import pickle
 import signal
 import struct
@@ -29,48 +31,27 @@ from parity_support import REPO
 #: Peak RSS any refused input may cost a command (imports, JAX and the demo model included).
 PEAK_RSS_BOUND = 3 << 30
 
-_WRAPPER = textwrap.dedent("""
-    import resource, runpy, sys
-    mod, sys.argv = sys.argv[1], [sys.argv[1]] + sys.argv[2:]
-    code = 0
-    try:
-        runpy.run_module(mod, run_name="__main__", alter_sys=True)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    print(f"@@maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}", file=sys.stderr)
-    sys.exit(code)
+_DRIVER = textwrap.dedent("""
+    import contextlib, importlib, io, json, resource, sys
+    from lvae_jax import limits
+    out = []
+    for name, module, argv in json.load(open(sys.argv[1])):
+        limits.set_memory_limit(None)              # a --max-memory of one case ends with it
+        so, se = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
+            try:
+                code = importlib.import_module(module + ".__main__").main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException as e:
+                import traceback
+                traceback.print_exc()
+                code = -1
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out.append({"name": name, "code": code, "out": so.getvalue(), "err": se.getvalue(),
+                    "rss": rss})
+    json.dump(out, open(sys.argv[2], "w"))
 """)
-
-
-def run_cli(module, *args, timeout=180):
-    """-> (exit status, stdout, stderr without the memory line, peak RSS in bytes)."""
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, module, *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-    lines = proc.stderr.splitlines()
-    rss = [int(x.split()[1]) for x in lines if x.startswith("@@maxrss")]
-    err = "\n".join(x for x in lines if not x.startswith("@@maxrss"))
-    return proc.returncode, proc.stdout, err, (rss[0] if rss else 0), time.monotonic() - t0
-
-
-def refused(result, *needles):
-    code, out, err, rss, _ = result
-    assert code == 2, (code, out, err)
-    assert err.startswith("error:") and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
-    print(f"peak RSS {rss / 2**30:.2f} GiB: {err[:80]}")
-    assert rss < PEAK_RSS_BOUND, f"peak RSS {rss / 2**30:.2f} GiB"
-
-
-@pytest.fixture(scope="module")
-def demo():
-    from lvae_jax.assets import demo_model_dir
-    from lvae_jax.checkpoint.orbax_io import read_info
-    from lvae_jax.models.specs import ModelConfig
-    info = read_info(demo_model_dir())
-    config = ModelConfig.from_dict(info["config"])
-    return config, container.model_id(config.fingerprint(), info["weights_sha256"])
 
 
 def _png_claiming(path: Path, width: int, height: int) -> Path:
@@ -85,35 +66,96 @@ def _png_claiming(path: Path, width: int, height: int) -> Path:
     return path
 
 
-# ------------------------------------------------------------------- forged sizes, three formats
-def test_forged_container_size_is_refused_before_allocating(tmp_path, demo):
+@pytest.fixture(scope="module")
+def demo():
+    from lvae_jax.assets import demo_model_dir
+    from lvae_jax.checkpoint.orbax_io import read_info
+    from lvae_jax.models.specs import ModelConfig
+    info = read_info(demo_model_dir())
+    config = ModelConfig.from_dict(info["config"])
+    return config, container.model_id(config.fingerprint(), info["weights_sha256"])
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, demo):
+    """Build every input, run every command-line case in one interpreter: {case: result}."""
     config, mid = demo
-    f = tmp_path / "big.lvae"
-    f.write_bytes(container.write_container(
+    d = tmp_path_factory.mktemp("hostile")
+    (d / "big.lvae").write_bytes(container.write_container(        # a few hundred bytes ...
         model_name=config.name, model_id=mid, lmb=64.0, image_size=(16000, 16000),
         stride=config.max_stride, latent_strings=[[b"\0" * 8]] * config.num_latents))
-    assert len(f.read_bytes()) < 400                   # a few hundred bytes ...
-    refused(run_cli("lvae_jax", "decompress", f, tmp_path / "x.png"),     # ... claiming 16000²
-            "16000×16000", "GiB", "--max-memory")
-    assert not (tmp_path / "x.png").exists()
+    (d / "big16k.bits").write_bytes(formats.write_qarv_file(
+        (16000, 16000), formats.write_qarv_body(43.880043, (250, 250), [b"\0" * 8] * 4)))
+    (d / "big64k.bits").write_bytes(formats.write_qarv_file(
+        (65535, 65535), formats.write_qarv_body(43.880043, (1024, 1024), [b"\0" * 8] * 4)))
+    big = 1 << 40                                # what the official pickle.dump would write
+    (d / "big.qres").write_bytes(pickle.dumps(
+        [[b"\0" * 8] for _ in range(12)] + [(1, 384, big // 64, big // 64), (big, big)], protocol=4))
+    _png_claiming(d / "wide.png", 70000, 8)
+    _png_claiming(d / "bomb.png", 20000, 20000)
+    _png_claiming(d / "big.png", 12000, 12000)
+    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(d / "a.png")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(d / "small.png")
+    (d / "D").mkdir()
+    (d / "D" / "x.pt").write_bytes(b"not really a checkpoint")
+    (d / "D" / "notes.txt").write_text("mine")
+    (d / "m").mkdir()
+    (d / "m" / "lvae_model.json").write_text('{"format": "lvae-jax-model", "version": 2}')
+    L = "lvae_jax"
+    cases = [
+        ("container16k", L, ["decompress", d / "big.lvae", d / "x.png"]),
+        ("qarv16k", L, ["decompress", d / "big16k.bits", d / "x.png"]),
+        ("qarv64k", L, ["decompress", d / "big64k.bits", d / "x.png"]),
+        ("qres2^40", L, ["decompress", d / "big.qres", d / "x.png"]),
+        ("zero-bits", L, ["decompress", "/dev/zero", d / "x.png"]),
+        ("zero-image", L, ["compress", "/dev/zero", d / "x.lvae", "--lmb", "64"]),
+        ("wide", L, ["compress", d / "wide.png", d / "a1.lvae", "--lmb", "64"]),
+        ("bomb", L, ["compress", d / "bomb.png", d / "a2.lvae", "--lmb", "64"]),
+        ("12k", L, ["compress", d / "big.png", d / "a3.lvae", "--lmb", "64", "--max-memory", "1G"]),
+        ("bad-max-memory", L, ["compress", d / "wide.png", d / "a4.lvae", "--lmb", "64",
+                               "--max-memory", "lots"]),
+        ("onto-input", L, ["compress", d / "a.png", d / "." / "a.png", "--lmb", "64", "--overwrite"]),
+        ("good", L, ["compress", d / "a.png", d / "a.lvae", "--lmb", "64"]),
+        ("jpeg-out", L, ["decompress", d / "a.lvae", d / "out.jpg"]),
+        ("nan-temperature", L, ["decompress", d / "a.lvae", d / "t.png", "--blocks", "1",
+                                "--temperature", "nan"]),
+        ("wrong-original", L, ["decompress", d / "a.lvae", d / "o.png", "--original", d / "small.png"]),
+        ("nan-lmb", L, ["compress", d / "a.png", d / "a.lvae", "--lmb", "nan", "--overwrite"]),
+        ("no-config", L, ["compress", d / "a.png", d / "n.lvae", "--ckpt", d / "m", "--lmb", "64"]),
+        ("convert-onto-input", "convert", ["--torch-ckpt", d / "D" / "x.pt", "--out", d / "D",
+                                           "--overwrite"]),
+    ]
+    before = (d / "a.png").read_bytes()
+    spec = d / "cases.json"
+    spec.write_text(json.dumps([[n, m, [str(a) for a in argv]] for n, m, argv in cases]))
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, str(spec), str(d / "results.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["name"]: r for r in json.loads((d / "results.json").read_text())}
+    return {"dir": d, "results": results, "seconds": time.monotonic() - t0,
+            "a.png": before}
 
 
-def test_forged_official_qarv_size_is_refused(tmp_path):
-    body = formats.write_qarv_body(43.880043, (250, 250), [b"\0" * 8] * 4)
-    f = tmp_path / "big.bits"
-    f.write_bytes(formats.write_qarv_file((16000, 16000), body))
-    refused(run_cli("lvae_jax", "decompress", f, tmp_path / "x.png"), "16000×16000", "--max-memory")
-    body = formats.write_qarv_body(43.880043, (1024, 1024), [b"\0" * 8] * 4)
-    f.write_bytes(formats.write_qarv_file((65535, 65535), body))
-    refused(run_cli("lvae_jax", "decompress", f, tmp_path / "x.png"), "65535×65535", "larger than")
+def refused(hostile, name, *needles):
+    r = hostile["results"][name]
+    err = r["err"]
+    print(f"{name}: exit {r['code']}, peak RSS so far {r['rss'] / 2**30:.2f} GiB: {err[:100]}")
+    assert r["code"] == 2, (name, r)
+    assert err.startswith("error:") and "Traceback" not in err and err.count("\n") <= 1, (name, err)
+    for n in needles:
+        assert n in err, (name, n, err)
+    assert r["rss"] < PEAK_RSS_BOUND, f"{name}: peak RSS {r['rss'] / 2**30:.2f} GiB"
 
 
-def test_forged_official_qres_integers_are_refused(tmp_path):
-    big = 1 << 40
-    obj = [[b"\0" * 8] for _ in range(12)] + [(1, 384, big // 64, big // 64), (big, big)]
-    f = tmp_path / "big.qres"
-    f.write_bytes(pickle.dumps(obj, protocol=4))      # what the official pickle.dump would write
-    refused(run_cli("lvae_jax", "decompress", f, tmp_path / "x.png"), "out of range")
+# ------------------------------------------------------------------- forged sizes, three formats
+def test_forged_sizes_are_refused_before_allocating(hostile):
+    assert (hostile["dir"] / "big.lvae").stat().st_size < 400      # ... claiming 16000²
+    refused(hostile, "container16k", "16000×16000", "GiB", "--max-memory")
+    refused(hostile, "qarv16k", "16000×16000", "--max-memory")
+    refused(hostile, "qarv64k", "65535×65535", "larger than")
+    refused(hostile, "qres2^40", "out of range")
+    assert not (hostile["dir"] / "x.png").exists()
 
 
 def test_flip_search_bomb_is_an_error_not_an_allocation():
@@ -136,56 +178,46 @@ def test_flip_search_bomb_is_an_error_not_an_allocation():
 
 
 # ------------------------------------------------------------------- unbounded reads, huge images
-def test_endless_inputs_are_bounded(tmp_path):
-    refused(run_cli("lvae_jax", "decompress", "/dev/zero", tmp_path / "x.png"), "larger than")
-    refused(run_cli("lvae_jax", "compress", "/dev/zero", tmp_path / "x.lvae", "--lmb", "64"))
-    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.lvae").exists()
+def test_endless_inputs_are_bounded(hostile):
+    refused(hostile, "zero-bits", "larger than")
+    refused(hostile, "zero-image")
+    assert not (hostile["dir"] / "x.lvae").exists()
 
 
-def test_huge_and_bomb_images_are_refused_from_their_header(tmp_path):
-    refused(run_cli("lvae_jax", "compress", _png_claiming(tmp_path / "wide.png", 70000, 8),
-                    tmp_path / "a.lvae", "--lmb", "64"), "70000×8", "larger than")
-    refused(run_cli("lvae_jax", "compress", _png_claiming(tmp_path / "bomb.png", 20000, 20000),
-                    tmp_path / "b.lvae", "--lmb", "64"), "decompression bomb")
+def test_huge_and_bomb_images_are_refused_from_their_header(hostile):
+    refused(hostile, "wide", "70000×8", "larger than")
+    refused(hostile, "bomb", "decompression bomb")
     # within the pixel limit but not the memory budget: the estimate and the way out
-    refused(run_cli("lvae_jax", "compress", _png_claiming(tmp_path / "big.png", 12000, 12000),
-                    tmp_path / "c.lvae", "--lmb", "64", "--max-memory", "1G"),
-            "12000×12000", "GiB", "--max-memory")
-    refused(run_cli("lvae_jax", "compress", tmp_path / "wide.png", tmp_path / "d.lvae", "--lmb",
-                    "64", "--max-memory", "lots"), "not a size")
-    assert not list(tmp_path.glob("*.lvae"))
+    refused(hostile, "12k", "12000×12000", "GiB", "--max-memory")
+    refused(hostile, "bad-max-memory", "not a size")
+    assert not list(hostile["dir"].glob("a[0-9].lvae"))
 
 
 # ------------------------------------------------------------------- overwrites and outputs
-def test_outputs_never_replace_inputs_and_are_checked_first(tmp_path):
-    src = tmp_path / "a.png"
-    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(src)
-    before = src.read_bytes()
-    refused(run_cli("lvae_jax", "compress", src, tmp_path / "." / "a.png", "--lmb", "64",
-                    "--overwrite"), "is the input")
-    assert src.read_bytes() == before
-    bits = tmp_path / "a.lvae"
-    code, _, err, _, _ = run_cli("lvae_jax", "compress", src, bits, "--lmb", "64")
-    assert code == 0, err
-    refused(run_cli("lvae_jax", "decompress", bits, tmp_path / "out.jpg"), "PNG")
-    refused(run_cli("lvae_jax", "decompress", bits, tmp_path / "t.png", "--blocks", "1",
-                    "--temperature", "nan"), "finite")
-    small = tmp_path / "small.png"
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small)
-    refused(run_cli("lvae_jax", "decompress", bits, tmp_path / "o.png", "--original", small),
-            "--original", "nothing written")
-    assert not (tmp_path / "o.png").exists() and not (tmp_path / "t.png").exists()
-    refused(run_cli("lvae_jax", "compress", src, bits, "--lmb", "nan", "--overwrite"), "finite")
+def test_outputs_never_replace_inputs_and_are_checked_first(hostile):
+    d = hostile["dir"]
+    refused(hostile, "onto-input", "is the input")
+    assert (d / "a.png").read_bytes() == hostile["a.png"]
+    assert hostile["results"]["good"]["code"] == 0, hostile["results"]["good"]
+    refused(hostile, "jpeg-out", "PNG")
+    refused(hostile, "nan-temperature", "finite")
+    refused(hostile, "wrong-original", "--original", "nothing written")
+    refused(hostile, "nan-lmb", "finite")
+    assert not (d / "o.png").exists() and not (d / "t.png").exists() and not (d / "out.jpg").exists()
 
 
-def test_convert_never_deletes_what_it_did_not_write(tmp_path):
-    d = tmp_path / "D"
-    d.mkdir()
-    pt = d / "x.pt"
-    pt.write_bytes(b"not really a checkpoint")
-    (d / "notes.txt").write_text("mine")
-    refused(run_cli("convert", "--torch-ckpt", pt, "--out", d, "--overwrite"), "holds the input")
-    assert pt.is_file() and (d / "notes.txt").read_text() == "mine"
+def test_model_directory_without_config_is_one_line(hostile):
+    refused(hostile, "no-config", "no model configuration")
+
+
+def test_the_whole_corpus_is_bounded_in_time(hostile):
+    assert hostile["seconds"] < 300, hostile["seconds"]
+
+
+def test_convert_never_deletes_what_it_did_not_write(hostile, tmp_path):
+    d = hostile["dir"] / "D"
+    refused(hostile, "convert-onto-input", "holds the input")
+    assert (d / "x.pt").is_file() and (d / "notes.txt").read_text() == "mine"
     from lvae_jax.checkpoint.orbax_io import CheckpointError, save_params
     from lvae_jax.models import get_config
     cfg = get_config("qres34m", lmb=64, ch=8, enc_nums=(0, 0, 0, 0, 0), dec_nums=(1, 0, 0, 0, 1))
@@ -196,16 +228,6 @@ def test_convert_never_deletes_what_it_did_not_write(tmp_path):
     with pytest.raises(CheckpointError, match="not a directory"):
         save_params(f, cfg, {}, overwrite=True)
     assert (d / "notes.txt").read_text() == "mine" and f.read_text() == "x"
-
-
-def test_model_directory_without_config_is_one_line(tmp_path):
-    d = tmp_path / "m"
-    d.mkdir()
-    (d / "lvae_model.json").write_text('{"format": "lvae-jax-model", "version": 1}')
-    src = tmp_path / "a.png"
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
-    refused(run_cli("lvae_jax", "compress", src, tmp_path / "a.lvae", "--ckpt", d, "--lmb", "64"),
-            "no model configuration")
 
 
 # ------------------------------------------------------------------- atomic writes

@@ -26,7 +26,9 @@ def _pyproject() -> dict:
 
 def test_declared_dependencies_are_installed_at_their_versions():
     bad = []
-    for spec in _pyproject()["project"]["dependencies"]:
+    project = _pyproject()["project"]
+    extras = project["optional-dependencies"]
+    for spec in project["dependencies"] + extras["dev"] + extras["tfds"]:
         req = Requirement(spec)
         try:
             version = metadata.version(req.name)

@@ -131,7 +131,8 @@ class TFDSImageSource:
         try:
             import tensorflow_datasets as tfds
         except ImportError:
-            raise DataError("--tfds needs tensorflow-datasets (pip install tensorflow-datasets)") from None
+            raise DataError("--tfds needs tensorflow-datasets: pip install 'lvae-jax[tfds]' "
+                            "(scripts/setup.sh installs it)") from None
         self.name, self.split, self.image_key = name, split, image_key
         build = (f"prepare it once, in ArrayRecord format: `tfds build {name.split('/')[0]}"
                  + (f" --config {name.split('/', 1)[1]}" if "/" in name else "")

@@ -13,69 +13,13 @@ If the package was already imported (a reference environment), its modules are r
 
 What the C++ coder does not check, and what this module does about it
 ---------------------------------------------------------------------
-Its ``assert``s are compiled out (``-O3 -DNDEBUG``), so it trusts every input:
-
-* A CDF with a zero-width symbol divides by zero (SIGFPE); an index outside the table list, a
-  ``cdf_length`` larger than the row or an inconsistent offset reads out of bounds.
-  -> Tables are validated once, when a :class:`CdfTables` is built (``cdf[0] == 0``, strictly
-  increasing up to ``cdf_length``, last entry ``1 << 16``, at least two symbols, the row long
-  enough); instances are immutable. Indexes are checked to lie in ``[0, n_tables)``.
-* Encoder output buffer: ``flush()`` allocates one 32-bit word per buffered symbol (one per input
-  symbol plus the bypass chunks of escaped ones) and writes backwards from its end, unchecked.
-  Bound: the state ``x`` lies in ``[2^31, 2^63)``; a symbol of frequency ``f`` grows
-  ``log2 x`` by at most ``log2(2^16 / f) + 4.5e-5 <= 16.0001`` bits, a 4-bit bypass chunk by at
-  most ``4.0001``; every emitted word removes 32 bits and the final flush writes 2 words. So
-  fewer than ``3 + (16.0001·N + 4.0001·B) / 32`` words are written into a buffer of ``N + B``
-  words: always enough for ``N >= 5`` symbols, not below. Measured: encoding a *single* symbol
-  corrupts the heap ("double free or corruption"), zero symbols segfault.
-  -> Fewer than :data:`NATIVE_MIN_SYMBOLS` symbols are encoded by :func:`reference_encode`
-  (same algorithm, same bytes, pure Python).
-* Escape (bypass) coding of a symbol outside the table: ``raw = -2v - 1`` or ``2(v - max)`` in
-  ``int32`` (overflows for ``|v| >= 2^30``), then ``while (raw >> 4k) != 0`` counts 4-bit chunks,
-  a shift by 32 (undefined; an endless loop on x86) once ``raw >= 2^28``.
-  -> Symbols must satisfy ``|s| <= MAX_ABS_SYMBOL = 2^24`` (latent and pixel symbols are tiny;
-  a value out of this range is a broken model, e.g. NaN cast to int32).
-* Decoder reads: ``Rans64DecInit`` reads two 32-bit words; every symbol reads at most one word
-  when renormalising, and each 4-bit bypass read (``Rans64DecGetBits``) at most one. The number of
-  bypass reads is driven by the stream: a chunk count is the sum of 4-bit values read while they
-  equal 15, then that many chunks are read. A truncated or corrupt stream therefore reads past
-  its end, and runs of all-ones words amplify that.
-  -> :func:`decode` requires a length that is a multiple of 4 and at least 8, an initial state in
-  ``[2^31, 2^63)`` (every encoder flush lies there), and appends :func:`decoder_padding_words`
-  zero words. Derivation (``Φ = log2 x``): with a valid initial state ``x >= 2^31`` holds after
-  every step, every read adds 32 to Φ, a symbol removes at most 16.0001 and a 4-bit read 4.0001,
-  and Φ stays below 63. Let the first read past the data happen at Φ >= 15; after it at most
-  ``1.5 + C/32`` words are read, ``C`` the bits consumed afterwards. A zero padding word ends a
-  run of 15s at once, so an escape decoded inside the padding reads at most 15 state nibbles of
-  15, i.e. at most ``16·15 + 15 = 255`` 4-bit reads; the one escape that may straddle the end can
-  also have read "F-words" (words whose low 28 bits are all ones: only such a word lets a run of
-  15s continue into the next word) and performs at most ``383 + 128·F`` 4-bit reads. Hence at
-  most ``49.4 + 0.500003·N + 16·F + 31.9·E`` words are read past the data, ``E`` the number of escapes
-  decoded from inside the padding. The padding is ``64 + N/2 + N/8192 + 17·F + 32·E_max`` with
-  ``E_max = 256 + N/64`` (about ``N + 17·F + 8300`` words in all). Every bound above is proven
-  except ``E <= E_max``: an escape needs the low 16 state bits to land in the escape interval
-  (at most 158 of 65536 values in the official tables), and inside the zero padding the state
-  evolves without new input from a start state of at most 63 bits; after each zero word the
-  next symbols see zero low bits, which selects the first symbol of the row, not the escape.
-  Measured with :func:`emulate_native_decode`: random strings decoded almost entirely from the
-  padding (up to 100 000 symbols) — no escape inside the padding, at most 0.46 × the padding
-  read; valid streams cut at 5/50/95 % — at most 2 such escapes, 0.39 × the padding; 200 000
-  fuzz cases (scripts/fuzz_bitstreams.py) — at most 1 per string. So more than ``E_max`` such
-  escapes is not expected — but it is not ruled out (see below). Reads stay bounded (no hang):
-  the total work is linear in ``N`` and the stream length. The padding costs about 8 ms per
-  600 000 symbols (copying it into the C++ string), on a 12 ms decode.
-* Read-beyond-padding remains possible in principle (the ``E`` term): the C++ decoder has no way
-  to stop at the end of its buffer. Reading is not writing: nothing is corrupted, but a read that
-  crosses into unmapped memory would end the process. The complete fix is a bounds-checked
-  decoder (ryg_rans' ``Rans64DecAdvance``/``GetBits`` with an end pointer: a few dozen lines of
-  C++ or Cython) or decoding untrusted files in a subprocess. Until then, :func:`reference_decode`
-  is a strictly bounded pure-Python decoder of the same format (measured here: 0.19 s for the
-  617 472 symbols of a 512×768 image, ~15× the compiled decoder's 12 ms).
-* Integrity: rANS streams carry no redundancy; most corruption decodes to wrong symbols. Values
-  beyond ``MAX_ABS_SYMBOL`` are refused; ``decode(..., verify=True)`` re-encodes the decoded
-  symbols and requires the input bytes back. That catches every corruption that is not itself a
-  valid encoding — in the fuzz runs about 1 % of accepted mutated strings were, mostly a flipped
-  raw bit of an escaped symbol — and costs one encode (about 25–40 ms per 600 000 symbols here).
+Its ``assert``s are compiled out, so it trusts every input. Here: CDF tables are validated once
+(:class:`CdfTables`, immutable) and indexes checked; fewer than :data:`NATIVE_MIN_SYMBOLS` symbols
+are encoded by :func:`reference_encode` (the native flush overruns its buffer below five);
+symbols must satisfy ``|s| <= MAX_ABS_SYMBOL``; :func:`decode` requires a whole number of words
+(at least two), a valid initial state, and appends :func:`decoder_padding_words` zero words,
+proven sufficient except for one measured-but-unproven term; ``verify=True`` re-encodes and
+requires the input bytes back. The derivations and measurements: ``docs/range_coder.md``.
 
 Byte order: the coder writes native 32-bit words; lvae-jax runs on little-endian hosts only (every
 platform the official code runs on), so all streams are little-endian.

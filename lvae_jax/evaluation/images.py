@@ -83,7 +83,8 @@ def iter_tfds(name: str, split: str = "test", data_dir=None, image_key: str = "i
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImageSetError(f"tfds:{name}: tensorflow-datasets is not installed ({e})") from None
+        raise ImageSetError(f"tfds:{name}: tensorflow-datasets is not installed ({e}): "
+                            "pip install 'lvae-jax[tfds]'") from None
     where = f"tfds:{name} (split {split!r}, data_dir {data_dir or 'default'})"
     try:
         builder = tfds.builder(name, data_dir=data_dir)

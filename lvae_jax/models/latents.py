@@ -177,6 +177,3 @@ def gaussian_sample(pm, pv, qm, qv, eps):
     """rd: ``z = qm + qv·ε``, rate ``KL(N(qm, qv) || N(pm, pv))``."""
     return qm + qv * eps, numerics.gaussian_kl(qm, qv, pm, pv)
 
-
-def noise_shape_like(pm: jax.Array):
-    return pm.shape
