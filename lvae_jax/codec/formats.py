@@ -425,7 +425,7 @@ def read_qres_file(data, stride: int | None = OFFICIAL_STRIDE) -> QresFile:
     from lvae_jax.limits import MAX_SIDE
     if shape[0] > 255 or shape[1] > 1 << 16 or max(shape[2:]) > MAX_SIDE:
         raise BitstreamError(f"QRes file: feature shape {shape} is out of range (corrupt or forged)")
-    if not all(0 < v <= MAX_SIDE for v in image_size):
+    if any(v > MAX_SIDE for v in image_size):
         raise BitstreamError(f"QRes file: image size {image_size[0]}×{image_size[1]} is out of range "
                              f"(1..{MAX_SIDE} per side; corrupt or forged)")
     if not latents:
