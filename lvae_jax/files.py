@@ -1,7 +1,8 @@
 """Writing files safely: atomically, never over an input, never a partial result.
 
-Every file lvae-jax writes for a user (bitstreams, PNGs, JSON, plots, converted model directories)
-goes through :func:`atomic_file` / :func:`atomic_write_bytes` / :func:`atomic_dir`: the content is
+Every file lvae-jax writes for a user (bitstreams, PNGs, JSON, plots) goes through
+:func:`atomic_file` / :func:`atomic_write_bytes` (model directories:
+:func:`lvae_jax.checkpoint.orbax_io.save_params`, the same scheme for a directory): the content is
 written to a temporary next to the destination, flushed to disk (``fsync``) and renamed over it in
 one step, so a kill, a full disk or an exception at any moment leaves the old file (or nothing) or
 the complete new one, never a truncated one. :func:`check_output` is the overwrite rule of the
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -87,32 +87,3 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 
 def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def atomic_dir(path, *, replace_if=None):
-    """``with atomic_dir(d) as tmp: fill tmp`` — on success the directory ``tmp`` becomes ``d``.
-
-    An existing ``d`` is replaced only if ``replace_if(d)`` says so (e.g. "is an lvae-jax model
-    directory"); otherwise :class:`OutputError`. The old directory is moved aside first and
-    deleted only once the new one is in place, so a failure leaves the old one."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{path} exists and is not a directory")
-    if path.exists() and (replace_if is None or not replace_if(path)):
-        raise OutputError(f"{path} exists and is not a directory this command may replace")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
