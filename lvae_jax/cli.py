@@ -114,14 +114,16 @@ def _compress(args) -> int:
     """Compress an image into a bitstream file."""
     from lvae_jax.codec import api
     from lvae_jax.files import atomic_write_bytes, check_output
-    from lvae_jax.image import image_size, load_rgb8
+    from lvae_jax.image import image_size, load_rgb8, read_image_bytes
     from lvae_jax.limits import check_image_size
     check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     _finite(args, "lmb", "target_bpp")
-    h, w = image_size(args.input)                  # the header's claim, before decoding
+    name = str(args.input)
+    raw = read_image_bytes(args.input, name)        # read once
+    h, w = image_size(raw, name)                    # the header's claim, before decoding
     codec = _load_codec(args)
-    check_image_size(codec.config, h, w, what=str(args.input))
-    im, notes = load_rgb8(args.input, alpha=args.alpha)
+    check_image_size(codec.config, h, w, what=name)
+    im, notes = load_rgb8(raw, alpha=args.alpha, name=name)
     for n in notes:
         print(f"note: {n}")
     h, w = im.shape[:2]

@@ -10,6 +10,7 @@ Float images are float32 in [0, 1], computed as ``uint8 / 255`` like torchvision
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
@@ -22,27 +23,36 @@ class ImageError(ValueError):
     """An image cannot be read or converted to 8-bit RGB."""
 
 
-def image_size(source, name: str | None = None) -> tuple[int, int]:
-    """(height, width) of an image file from its header alone (nothing is decoded)."""
+@contextlib.contextmanager
+def _pil_errors(name: str):
+    """Pillow's failures while opening or decoding ``name`` as one :class:`ImageError` each; its
+    decompression-bomb *warning* silenced (:mod:`lvae_jax.limits` applies its own limits)."""
     from PIL import Image, UnidentifiedImageError
-    name = name or str(source)
-    data = _read(source, name)
+    from lvae_jax.limits import ResourceLimitError
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limits apply
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except ResourceLimitError as e:
+        raise ImageError(str(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
-    return h, w
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
 
 
-def _read(source, name: str) -> bytes:
+def read_image_bytes(source, name: str | None = None) -> bytes:
+    """The bytes of an image file (at most :data:`lvae_jax.limits.MAX_FILE_BYTES`), or
+    ``source`` itself if it is bytes. Read once, then give them to :func:`image_size` and
+    :func:`load_rgb8`."""
     from lvae_jax.limits import ResourceLimitError, read_bounded
     if isinstance(source, (bytes, bytearray)):
         return bytes(source)
+    name = name or str(source)
     try:
         return read_bounded(source, what="image file")
     except FileNotFoundError:
@@ -53,6 +63,17 @@ def _read(source, name: str) -> bytes:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
 
 
+def image_size(source, name: str | None = None) -> tuple[int, int]:
+    """(height, width) of an image file (path or bytes) from its header alone (nothing is
+    decoded)."""
+    from PIL import Image
+    name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
+    data = read_image_bytes(source, name)
+    with _pil_errors(name), Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+    return h, w
+
+
 def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Read an image file (path or bytes) as (H, W, 3) uint8 RGB. Returns (array, notes).
 
@@ -60,31 +81,18 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[n
     ``"drop"`` discards it (with a note). 16-bit RGB(A) and gray+alpha PNG/TIFF files, which
     Pillow opens as 8-bit by keeping the high byte, are decoded at full depth (imagecodecs) and
     rounded like every 16-bit image; a multi-frame file (GIF, TIFF, APNG) is read at its first
-    frame, with a note.
+    frame, with a note. The header's size is checked against :mod:`lvae_jax.limits` before
+    anything is decoded.
     """
-    from PIL import Image, UnidentifiedImageError
-    from lvae_jax.limits import MAX_PIXELS, MAX_SIDE
+    from PIL import Image
+    from lvae_jax.limits import check_dimensions
     name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
-    data = _read(source, name)
-    try:
-        with warnings.catch_warnings():                  # our limits (lvae_jax.limits) apply
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+    data = read_image_bytes(source, name)
+    with _pil_errors(name):
+        img = Image.open(io.BytesIO(data))
         w, h = img.size                              # the header's claim, before decoding
-        if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
-            raise ImageError(f"{name}: {w}×{h} is larger than lvae-jax handles (at most "
-                             f"{MAX_SIDE} per side and {MAX_PIXELS / 1e6:.0f} Mpx)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{name}: not a readable image ({e})") from None
-    except MemoryError:
-        raise ImageError(f"{name}: not enough memory to decode this image") from None
+        check_dimensions(h, w, name)
+        img.load()
     notes = []
     frames = getattr(img, "n_frames", 1)
     if frames > 1:

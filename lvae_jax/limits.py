@@ -97,10 +97,8 @@ def activation_bytes(config, height: int, width: int, batch: int = 1) -> int:
         if spec.type == "patch_up":
             stride //= int(getattr(spec, "rate", 2))
             per_pixel = max(per_pixel, (spec.in_ch + spec.out_ch) / (stride * stride))
-            continue
-        width_ = getattr(spec, "width", None) or getattr(spec, "dim", None) or 0
-        ratio = float(getattr(spec, "mlp_ratio", 2.0) or 2.0)
-        per_pixel = max(per_pixel, width_ * (2.0 + ratio) / (stride * stride))
+        else:
+            per_pixel = max(per_pixel, _block_elements(spec) / (stride * stride))
     stride = 1
     for spec in config.enc_blocks:
         if spec is None or not hasattr(spec, "type"):
@@ -109,16 +107,29 @@ def activation_bytes(config, height: int, width: int, batch: int = 1) -> int:
             stride *= int(getattr(spec, "rate", 2))
             per_pixel = max(per_pixel, (spec.in_ch * stride * stride / 4 + spec.out_ch)
                             / (stride * stride))
-            continue
-        width_ = getattr(spec, "dim", None) or getattr(spec, "width", None) or 0
-        ratio = float(getattr(spec, "mlp_ratio", 2.0) or 2.0)
-        per_pixel = max(per_pixel, width_ * (2.0 + ratio) / (stride * stride))
+        else:
+            per_pixel = max(per_pixel, _block_elements(spec) / (stride * stride))
     per_pixel += 4 * config.im_channels   # image in, reconstruction out
     return int(4 * pixels * per_pixel)
 
 
+def _block_elements(spec) -> float:
+    """Float32 elements per position one block holds at once: input, MLP expansion, output."""
+    width = getattr(spec, "dim", None) or getattr(spec, "width", None) or 0
+    return width * (2.0 + float(getattr(spec, "mlp_ratio", 2.0) or 2.0))
+
+
 def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
+
+
+def check_dimensions(height: int, width: int, what: str = "image") -> None:
+    """Raise :class:`ResourceLimitError` for an image beyond :data:`MAX_SIDE` or
+    :data:`MAX_PIXELS` (no model needed: the tools' hard limits)."""
+    h, w = int(height), int(width)
+    if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
+        raise ResourceLimitError(f"{what}: {w}×{h} is larger than lvae-jax handles (at most "
+                                 f"{MAX_SIDE} per side and {MAX_PIXELS / 1e6:.0f} Mpx)")
 
 
 def check_image_size(config, height: int, width: int, *, batch: int = 1, what: str = "image") -> None:
@@ -127,9 +138,7 @@ def check_image_size(config, height: int, width: int, *, batch: int = 1, what: s
     h, w = int(height), int(width)
     if h < 1 or w < 1:
         raise ResourceLimitError(f"{what}: invalid size {w}×{h}")
-    if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
-        raise ResourceLimitError(f"{what}: {w}×{h} is larger than lvae-jax handles (at most "
-                                 f"{MAX_SIDE} per side and {MAX_PIXELS / 1e6:.0f} Mpx)")
+    check_dimensions(h, w, what)
     limit = memory_limit()
     if limit <= 0:
         return

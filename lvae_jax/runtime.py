@@ -12,12 +12,21 @@ import os
 from pathlib import Path
 
 
+def cache_dir() -> Path | None:
+    """The compilation-cache folder: ``$LVAE_CACHE_DIR`` or ``~/.cache/lvae_jax/xla``; None for
+    ``LVAE_CACHE_DIR=off``. Its parent holds lvae-jax's other per-user records."""
+    where = os.environ.get("LVAE_CACHE_DIR") or Path.home() / ".cache" / "lvae_jax" / "xla"
+    return None if str(where).lower() == "off" else Path(where)
+
+
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
-    where = path or os.environ.get("LVAE_CACHE_DIR") or Path.home() / ".cache" / "lvae_jax" / "xla"
-    if str(where).lower() == "off":
+    if path:
+        where = None if str(path).lower() == "off" else Path(path)
+    else:
+        where = cache_dir()
+    if where is None:
         return None
     import jax
-    where = Path(where)
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError:

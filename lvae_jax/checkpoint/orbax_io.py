@@ -216,11 +216,9 @@ def _load_flat(path: Path, info: dict) -> dict[str, np.ndarray]:
 
 
 def _verified_record() -> Path | None:
-    base = os.environ.get("LVAE_CACHE_DIR")
-    if base == "off":
-        return None
-    root = Path(base).parent if base else Path.home() / ".cache" / "lvae_jax"
-    return root / "verified-weights.json"
+    from lvae_jax.runtime import cache_dir
+    where = cache_dir()
+    return None if where is None else where.parent / "verified-weights.json"
 
 
 def _verify_once(f: Path, info: dict, params: dict) -> None:
@@ -260,15 +258,17 @@ def _verify_once(f: Path, info: dict, params: dict) -> None:
 
 
 def assign_params(model, params: dict[str, np.ndarray]):
-    """Load flat parameters into a (possibly abstract) model; all keys and shapes must match."""
+    """Load flat parameters into a model skeleton (abstract, or built with placeholders); all keys
+    and shapes must match. The arrays move to the device as float32, in one transfer."""
+    import jax
     from flax import nnx
-    import jax.numpy as jnp
     graphdef, state = nnx.split(model)
     flat = dict(nnx.to_flat_state(state))
     expected = {".".join(str(p) for p in k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
     _check_keys(expected, flat, params)
-    for k, path in expected.items():
-        flat[path] = flat[path].replace(jnp.asarray(params[k], jnp.float32))
+    moved = jax.device_put({path: np.asarray(params[k], np.float32) for k, path in expected.items()})
+    for path, v in moved.items():
+        flat[path] = flat[path].replace(v)
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
@@ -284,23 +284,12 @@ def _mismatch_report(missing, unexpected, wrong, limit: int = 20) -> str:
 def load_model(path):
     """Build the model recorded in ``path`` and load its parameters. The model carries the
     verified sha256 of its weights as ``model.weights_sha256`` (its identity in bitstreams)."""
-    import jax
-    from flax import nnx
     from lvae_jax.models import HierarchicalVAE
     from lvae_jax.nn.layers import HostInit
     config, params, info = load_params(path)
     # the module tree with zero-stride placeholder arrays (no init, no tracing), then the
-    # file's arrays in their place and one transfer to the device
-    skeleton = HierarchicalVAE(config, rngs=HostInit(0, abstract=True))
-    graphdef, state = nnx.split(skeleton)
-    flat = dict(nnx.to_flat_state(state))
-    expected = {".".join(str(p) for p in k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
-    _check_keys(expected, flat, params)
-    host = {expected[k]: params[k] for k in expected}
-    moved = jax.device_put(host)
-    for k, v in moved.items():
-        flat[k] = flat[k].replace(v)
-    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+    # file's arrays in their place
+    model = assign_params(HierarchicalVAE(config, rngs=HostInit(0, abstract=True)), params)
     model.weights_sha256 = info.get("weights_sha256") or weights_digest(params)
     return model
 

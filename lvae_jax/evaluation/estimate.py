@@ -66,7 +66,7 @@ def estimate_points(model, images: Iterable, lambdas: Sequence[float | None], *,
 
     im_model = InferenceModel.of(model)
     cfg = im_model.config
-    lossless = cfg.head is not None and cfg.head.type == "nll_head"
+    lossless = cfg.lossless
     if bpp_pixels not in BPP_PIXELS:
         raise EstimateError(f"bpp_pixels must be one of {BPP_PIXELS}, got {bpp_pixels!r}")
     if draws < 1:

@@ -227,6 +227,11 @@ class ModelConfig:
         return self.family in ("qarv", "rd")
 
     @property
+    def lossless(self) -> bool:
+        """The lossless QRes model: its head is the pixel NLL (``qres34m_lossless``)."""
+        return self.head is not None and self.head.type == "nll_head"
+
+    @property
     def latent_specs(self) -> list:
         return [s for s in self.dec_blocks if is_latent(s)]
 

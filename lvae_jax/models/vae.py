@@ -150,8 +150,8 @@ class HierarchicalVAE(nnx.Module):
         self.bias = nnx.Param(constant((_width_of(config.dec_blocks[0]),), 0.0))
         if config.variable_rate:
             self.lmb_embedding = LambdaEmbedding(config.lmb_embed_dim, config.sin_period, rngs=rngs)
-        head = config.head
-        if head is not None and head.type == "nll_head":
+        if config.lossless:
+            head = config.head
             self.head = NLLHead(head.in_ch, head.rate, head.im_channels, rngs=rngs)
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class HierarchicalVAE(nnx.Module):
 
     @property
     def lossless(self) -> bool:
-        return self.config.head is not None and self.config.head.type == "nll_head"
+        return self.config.lossless
 
     def lmb_array(self, lmb, n: int) -> jax.Array | None:
         """λ as an (N,) float32 array (variable-rate models), or None (QRes: λ is fixed). The

@@ -99,6 +99,10 @@ class TrainCheckpointer:
             return False
         return self._digests(step) == want
 
+    def newest_good_step(self) -> int | None:
+        """The newest checkpoint whose files match their checksum record (hashes them)."""
+        return next((s for s in sorted(self.all_steps(), reverse=True) if self.verify(s)), None)
+
     def last_verified_step(self) -> int | None:
         """The newest checkpoint with a checksum record (verified when it was sealed)."""
         sealed = [s for s in self.all_steps() if self._record(s).is_file()]

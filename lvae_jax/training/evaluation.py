@@ -91,7 +91,7 @@ class RDEvaluator:
         model = InferenceModel(self.graphdef, params, self.config)
         meta = {"step": step, "weights": weights, "estimated": True,
                 "num_images": len(self.images)}
-        if self.config.head is not None and self.config.head.type == "nll_head":
+        if self.config.lossless:
             # lossless: the rate only (bits per pixel and per sub-pixel), no PSNR
             bpp = estimate_points(model, self.images, self.lambdas)[0].mean("bpp")
             return {"name": self.name, "test-set": self.test_set, **meta, "lossless": True,

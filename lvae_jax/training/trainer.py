@@ -313,8 +313,7 @@ def _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, 
                 good = None
                 if last_ckpt is not None:
                     checkpointer.wait()                        # complete and sealed
-                    good = (last_ckpt if checkpointer.verify(last_ckpt)
-                            else checkpointer.last_verified_step())
+                    good = checkpointer.newest_good_step()
                 where = (f"the last good checkpoint (checksums verified) is step {good} in "
                          f"{checkpointer.directory}" if good is not None
                          else "no verified checkpoint was saved yet")
