@@ -106,13 +106,30 @@ def _compress_args(p):
     g.add_argument("--target-bytes", type=int, help="search λ for a file of this many bytes (±2 %%)")
     p.add_argument("--alpha", choices=("refuse", "drop"), default="refuse",
                    help="what to do with a non-opaque alpha channel (default: refuse)")
+    p.add_argument("--tile", type=_tile_arg, default="auto", metavar="N|auto|none",
+                   help="code the image as independent N×N tiles (N a multiple of 64), in the "
+                        "memory of one tile; auto (default): only when the whole image would not "
+                        "fit --max-memory; none: never (lvae format only)")
     p.add_argument("--overwrite", action="store_true")
+
+
+def _tile_arg(text: str):
+    import argparse
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, auto or none, got {text!r}") from None
+    if n < 64:
+        raise argparse.ArgumentTypeError(f"tiles must be at least 64 pixels, got {n}")
+    return n
 
 
 @_guard
 def _compress(args) -> int:
     """Compress an image into a bitstream file."""
-    from lvae_jax.codec import api
+    from lvae_jax.codec import api, tiles
     from lvae_jax.files import atomic_write_bytes, check_output
     from lvae_jax.image import image_size, load_rgb8, read_image_bytes
     from lvae_jax.limits import check_image_size
@@ -122,21 +139,32 @@ def _compress(args) -> int:
     raw = read_image_bytes(args.input, name)        # read once
     h, w = image_size(raw, name)                    # the header's claim, before decoding
     codec = _load_codec(args)
-    check_image_size(codec.config, h, w, what=name)
+    if args.format != "lvae" and isinstance(args.tile, int):
+        raise ValueError("--tile needs the lvae format: the official layouts hold one whole image")
+    tile = args.tile if args.format == "lvae" else None
+    tile_size = api.resolve_tile(codec, (h, w), tile)
+    if tile_size is None:
+        check_image_size(codec.config, h, w, what=name)
+    else:
+        tiles.check_tiled(codec.config, (h, w), tile_size, what=name)
     im, notes = load_rgb8(raw, alpha=args.alpha, name=name)
     for n in notes:
         print(f"note: {n}")
     h, w = im.shape[:2]
+    if tile_size is not None:
+        rows, cols = tiles.tile_grid((h, w), tile_size)
+        why = " (the whole image would not fit --max-memory)" if args.tile == "auto" else ""
+        print(f"note: coding {rows}×{cols} independent tiles of {tile_size[1]}x{tile_size[0]}{why}")
     t0 = time.perf_counter()
     if args.target_bpp is not None or args.target_bytes is not None:
         target = args.target_bytes if args.target_bytes is not None else round(args.target_bpp * h * w / 8)
-        res = api.compress_to_target(codec, im, target_bytes=target, fmt=args.format)
+        res = api.compress_to_target(codec, im, target_bytes=target, fmt=args.format, tile=tile)
         data, lmb = res.data, res.lmb
         print(f"rate control: {res.message} after {len(res.trials)} trials")
         if not res.within_tolerance:
             print("note: the target was not reached within 2 %", file=sys.stderr)
     else:
-        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format), args.lmb
+        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format, tile=tile), args.lmb
     dt = time.perf_counter() - t0
     atomic_write_bytes(args.output, data)
     lm = f", λ = {lmb:g}" if lmb is not None else ""
@@ -149,7 +177,8 @@ def _compress(args) -> int:
 
 
 def _decompress_args(p):
-    p.add_argument("input", type=Path, help="bitstream (lvae container or an official QARV/QRes file)")
+    p.add_argument("input", type=Path, help="bitstream (lvae container, tiled or not, or an "
+                                            "official QARV/QRes file)")
     p.add_argument("output", type=Path, help="output PNG")
     _model_args(p)
     p.add_argument("--blocks", type=int, metavar="K",

@@ -13,6 +13,7 @@ command lines: an existing output needs ``--overwrite``, and an output that *is*
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -65,18 +66,81 @@ def atomic_file(path, suffix: str | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
                                dir=path.parent)
-    os.close(fd)
     tmp = Path(tmp)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (an existing
+        # destination keeps its own mode)
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+        os.close(fd)
+        fd = None
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_RENAME_EXCHANGE = 2          # linux/fs.h
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the kernel, libc or file system cannot."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new, path) -> None:
+    """Put the directory ``new`` at ``path`` (same file system), removing what was there. Where
+    ``path`` exists the two are swapped atomically (``RENAME_EXCHANGE``), so a kill at any moment
+    leaves the old directory or the new one at ``path``; without kernel support, the old one is
+    first moved aside (a kill between the two renames leaves it at ``.NAME.old.*/NAME``)."""
+    import shutil
+    new, path = Path(new), Path(path)
+    _fsync_dir(new)
+    if not path.exists():
+        os.replace(new, path)
+    elif _renameat2_exchange(new, path):
+        shutil.rmtree(new, ignore_errors=True)        # now the old directory
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)) / path.name
+        os.replace(path, old)
+        try:
+            os.replace(new, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old.parent, ignore_errors=True)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import signal
 import struct
 import subprocess
 import sys
@@ -252,38 +251,4 @@ def test_atomic_file_keeps_the_old_content_on_failure(tmp_path):
     assert p.read_bytes() == b"old" and sorted(x.name for x in tmp_path.iterdir()) == ["f.bin"]
 
 
-_KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from pathlib import Path
-    from lvae_jax.files import atomic_file
-    from lvae_jax.image import save_png
-    import numpy as np
-    which, path = sys.argv[1], Path(sys.argv[2])
-    if which == "bytes":
-        with atomic_file(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"new" * 1000)
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-    else:                                   # a PNG writer killed from inside PIL's encoder
-        import PIL.PngImagePlugin as P
-        real = P._save
-        def dying(im, fp, filename, *a, **k):
-            fp.write(b"\\x89PNG partial")
-            fp.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        P._save = dying
-        from PIL import Image
-        Image.SAVE["PNG"] = dying
-        save_png(path, np.zeros((16, 16, 3), np.uint8))
-""")
-
-
-@pytest.mark.parametrize("which", ["bytes", "png"])
-def test_a_kill_during_a_write_leaves_the_old_file(tmp_path, which):
-    dst = tmp_path / ("out.bin" if which == "bytes" else "out.png")
-    dst.write_bytes(b"old complete file")
-    proc = subprocess.run([sys.executable, "-c", _KILLER, which, str(dst)], cwd=REPO,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert dst.read_bytes() == b"old complete file"
+# A kill during each writer: tests/test_kill_writes.py

@@ -45,6 +45,7 @@ _ALIGN = 64
 
 
 from lvae_jax.checkpoint.errors import CheckpointError  # noqa: F401  (re-exported)
+from lvae_jax.files import replace_dir
 
 
 def flat_params(model) -> dict[str, np.ndarray]:
@@ -105,19 +106,11 @@ def save_params(path, config, params: dict[str, np.ndarray], meta: dict | None =
                 "weights_sha256": weights_digest(params),
                 "weights_file": {"name": WEIGHTS_FILE, "size": pos, "sha256": h.hexdigest()},
                 "arrays": arrays, "meta": meta or {}}
-        (tmp / META_FILE).write_text(json.dumps(info, indent=1))
-        old = None
-        if path.exists():             # moved aside, deleted once the new one is in place
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)) / path.name
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)
-            raise
-        if old is not None:
-            shutil.rmtree(old.parent, ignore_errors=True)
+        with open(tmp / META_FILE, "w") as f:
+            f.write(json.dumps(info, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        replace_dir(tmp, path)        # the old directory or the new one, at every moment
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

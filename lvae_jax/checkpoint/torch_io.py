@@ -13,9 +13,7 @@ mismatches, unexpected buffer values) is reported at once in a :class:`Conversio
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,18 +198,10 @@ def write_torch_checkpoint(state_dict: dict[str, np.ndarray], path, overwrite: b
         raise ConversionError(f"{path} already exists (pass --overwrite)")
     if path.is_dir():
         raise ConversionError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from lvae_jax.files import atomic_file
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save({"model": sd}, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

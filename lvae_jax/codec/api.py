@@ -28,7 +28,7 @@ import numpy as np
 
 from lvae_jax import image as imageio
 from lvae_jax.limits import check_image_size
-from lvae_jax.codec import container, formats
+from lvae_jax.codec import container, formats, tiles
 from lvae_jax.codec.core import Codec, DecodeReport, EncodedImage
 from lvae_jax.entropy import coder
 from lvae_jax.entropy.coder import BitstreamError
@@ -75,9 +75,41 @@ def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae") -> list[by
     return out
 
 
-def compress(codec: Codec, image, lmb=None, fmt: str = "lvae") -> bytes:
-    """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes."""
-    return compress_batch(codec, [image], lmb, fmt)[0]
+def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None) -> bytes:
+    """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes.
+
+    ``tile``: None codes the image whole; ``"auto"`` tiles it only when the whole image does not
+    fit the memory budget (:func:`lvae_jax.codec.tiles.choose_tile`); an int N codes it in N × N
+    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only)."""
+    size = tuple(np.shape(image)[:2])
+    tile_size = resolve_tile(codec, size, tile)
+    if tile_size is None:
+        return compress_batch(codec, [image], lmb, fmt)[0]
+    if fmt != "lvae":
+        raise ValueError("tiled files need the lvae format: the official layouts hold one whole "
+                         f"image ({size[1]}x{size[0]} would be coded in tiles of "
+                         f"{tile_size[1]}x{tile_size[0]})")
+    tiles.check_tiled(codec.config, size, tile_size)
+    n = tiles.num_tiles(size, tile_size)
+    out = []
+    for k in range(n):   # one tile at a time: memory for one tile's activations
+        t = _as_float_image(tiles.padded_tile(np.asarray(image), size, k, tile_size))
+        enc = codec.encode(t[None], lmb)[0]
+        out.append(_write(codec, enc, tile_size, lmb, "lvae"))
+    return tiles.write_tiled(size, tile_size, out)
+
+
+def resolve_tile(codec: Codec, image_size, tile) -> tuple[int, int] | None:
+    """The tile size ``compress`` uses for ``tile`` (None, ``"auto"`` or pixels) on an image of
+    ``image_size`` = (H, W): None for a whole-image file."""
+    if tile is None:
+        return None
+    if tile == "auto":
+        return tiles.choose_tile(codec.config, image_size)
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise ValueError(f"tile must be None, 'auto' or a number of pixels, got {tile!r}")
+    size = tiles.tile_size_for(image_size, int(tile), codec.config.max_stride)
+    return None if size == imageio.padded_size(*image_size, codec.config.max_stride) else size
 
 
 def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
@@ -200,6 +232,9 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
     (progressive); missing ones are the prior mean (``temperature`` 0) or sampled with ``key``.
     ``allow_partial``: accept a truncated container and decode the latents it still has."""
     t0 = time.perf_counter()
+    if tiles.is_tiled(data):
+        return _decompress_tiled(codec, data, t0, num_blocks=num_blocks, temperature=temperature,
+                                 key=key, allow_partial=allow_partial, verify=verify)
     p = parse(data, allow_partial=allow_partial)
     check_model(codec, p)
     check_image_size(codec.config, *p.image_size, what="bitstream")   # before any allocation
@@ -217,6 +252,69 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
     return DecodeResult(img[:h, :w], p.fmt, k, codec.num_latents, p.lmb, time.perf_counter() - t0, notes, report)
 
 
+def _decompress_tiled(codec: Codec, data, t0, *, num_blocks, temperature, key, allow_partial,
+                      verify) -> DecodeResult:
+    """Decode a tiled file tile by tile into the whole image (memory: one tile + the image)."""
+    import jax
+    data = formats.as_bytes(data)
+    hdr = tiles.read_tiled_header(data)
+    h, w = hdr.image_size
+    tiles.check_tiled(codec.config, hdr.image_size, hdr.tile_size, what="bitstream")
+    if len(data) > hdr.total_size:
+        raise BitstreamError(f"lvae tiled file: {len(data) - hdr.total_size} bytes after the last "
+                             "tile (extended or corrupt)")
+    if len(data) < hdr.total_size and not allow_partial:
+        raise BitstreamError(f"lvae tiled file: {len(data)} bytes, the header announces "
+                             f"{hdr.total_size} (truncated; --partial decodes what it holds)")
+    out = np.empty((h, w, 3), np.float32)
+    notes, lmb, blocks, report = [], None, codec.num_latents, DecodeReport()
+    for k, payload, problem in tiles.iter_tiles(data, hdr, allow_partial):
+        tkey = None if key is None else jax.random.fold_in(key, k)
+        res = None
+        if payload is not None:
+            try:
+                inner = container.read_header(payload)   # an lvae container of one full tile
+                if inner.image_size != hdr.tile_size:
+                    raise BitstreamError(f"lvae tiled file: tile {k} holds a {inner.image_size[1]}x"
+                                         f"{inner.image_size[0]} image, not a {hdr.tile_size[1]}x"
+                                         f"{hdr.tile_size[0]} tile (corrupt)")
+                res = decompress(codec, payload, num_blocks=num_blocks, temperature=temperature,
+                                 key=tkey, allow_partial=problem is not None, verify=verify)
+            except BitstreamError:
+                if problem is None:
+                    raise
+                payload = None       # not even the tile's header survived
+        if payload is None:          # a tile the file no longer holds: the prior alone
+            if lmb is None and codec.config.variable_rate:
+                raise BitstreamError(f"tile {k} is missing and no earlier tile gives λ")
+            s = codec.config.max_stride
+            item = EncodedImage([], None, (hdr.tile_size[0] // s, hdr.tile_size[1] // s))
+            img = codec.decode([item], lmb, num_blocks=0, temperature=temperature, key=tkey,
+                               verify=False, robust=False)[0]
+            res_blocks, res_lmb = 0, lmb
+        else:
+            if lmb is not None and res.lmb != lmb:
+                raise BitstreamError(f"lvae tiled file: tile {k} has λ = {res.lmb:g}, tile 0 "
+                                     f"λ = {lmb:g} (corrupt)")
+            img, res_blocks, res_lmb = res.image, res.blocks_decoded, res.lmb
+            notes += [f"tile {k}: {n}" for n in res.notes]
+            if res.report is not None:
+                report.flips += res.report.flips
+                for s_, n_ in res.report.at_risk.items():
+                    report.at_risk[f"tile {k} {s_}"] = n_
+        if problem is not None:
+            notes.append(f"tile {k}: {problem}; " + ("decoded from the prior alone" if payload is None
+                                                      else "decoded from the latent blocks it holds"))
+        lmb = res_lmb if lmb is None else lmb
+        blocks = min(blocks, res_blocks)
+        rs, cs = hdr.region(k)
+        out[rs, cs] = img[: rs.stop - rs.start, : cs.stop - cs.start]
+    rows, cols = hdr.grid
+    notes.insert(0, f"tiled file: {rows}×{cols} tiles of {hdr.tile_size[1]}x{hdr.tile_size[0]}")
+    return DecodeResult(out, "lvae-tiled", blocks, codec.num_latents, lmb,
+                        time.perf_counter() - t0, notes, report)
+
+
 # ------------------------------------------------------------------------------------------------
 # Rate control
 # ------------------------------------------------------------------------------------------------
@@ -232,7 +330,8 @@ class RateControlResult:
 
 
 def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lvae",
-                       tolerance: float = 0.02, max_iter: int = 24, grid: int = 9) -> RateControlResult:
+                       tolerance: float = 0.02, max_iter: int = 24, grid: int = 9,
+                       tile=None) -> RateControlResult:
     """Variable-rate models: the file of at most ``target_bytes`` and within ``tolerance`` of it.
 
     File size is *not* monotone in λ (a few bytes of range-coder tail, rounding of latents), so a
@@ -254,7 +353,7 @@ def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lv
     def size_at(log_l):
         lmb = float(np.float32(math.exp(log_l)))
         if lmb not in cache:
-            cache[lmb] = compress(codec, image, lmb, fmt)
+            cache[lmb] = compress(codec, image, lmb, fmt, tile=tile)
         return len(cache[lmb])
 
     def hit(n):

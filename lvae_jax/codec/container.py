@@ -339,12 +339,14 @@ def read_container(data) -> LvaeFile:
 # ------------------------------------------------------------------------------------------------
 
 LVAE = "lvae"
+LVAE_TILED = "lvae-tiled"
 QRES_OFFICIAL = "qres-official"
 QARV_OFFICIAL = "qarv-official"
 
 
 def sniff(data) -> str:
     """Which format ``data`` is: ``"lvae"`` (magic + valid header; chunks may be missing),
+    ``"lvae-tiled"`` (a tiled file, :mod:`lvae_jax.codec.tiles`: magic + valid header),
     ``"qres-official"`` (a pickle of the official structure) or ``"qarv-official"`` (the official
     struct layout, complete). The official formats are recognised by a full structural parse, so
     a QARV file whose first bytes look like a pickle header or like the magic (possible image
@@ -352,6 +354,13 @@ def sniff(data) -> str:
     ambiguous. Raises :class:`BitstreamError` naming why each format was rejected."""
     data = formats.as_bytes(data)
     reasons = []
+    from lvae_jax.codec import tiles       # (tiles imports this module)
+    if tiles.is_tiled(data):
+        try:
+            tiles.read_tiled_header(data)
+            return LVAE_TILED
+        except BitstreamError as e:
+            reasons.append(str(e))
     if data[:4] == MAGIC:
         try:
             read_header(data)
