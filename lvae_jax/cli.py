@@ -108,8 +108,9 @@ def _compress_args(p):
                    help="what to do with a non-opaque alpha channel (default: refuse)")
     p.add_argument("--tile", type=_tile_arg, default="auto", metavar="N|auto|none",
                    help="code the image as independent N×N tiles (N a multiple of 64), in the "
-                        "memory of one tile; auto (default): only when the whole image would not "
-                        "fit --max-memory; none: never (lvae format only)")
+                        "memory of one tile; auto (default): only images with a side above 4096 "
+                        "px (in tiles of at most 4096) or that would not fit --max-memory; none: "
+                        "never (lvae format only)")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -153,7 +154,9 @@ def _compress(args) -> int:
     h, w = im.shape[:2]
     if tile_size is not None:
         rows, cols = tiles.tile_grid((h, w), tile_size)
-        why = " (the whole image would not fit --max-memory)" if args.tile == "auto" else ""
+        why = "" if args.tile != "auto" else (
+            f" (--tile auto: a side above {tiles.MAX_UNTILED_SIDE} px)" if max(h, w) > tiles.MAX_UNTILED_SIDE
+            else " (--tile auto: the whole image would not fit --max-memory)")
         print(f"note: coding {rows}×{cols} independent tiles of {tile_size[1]}x{tile_size[0]}{why}")
     t0 = time.perf_counter()
     if args.target_bpp is not None or args.target_bytes is not None:

@@ -27,14 +27,16 @@ IMAGES = images_dir()
 
 def _perturbed(model, seed=1, scale=0.5):
     """Move a tiny model's parameters off their initialisation (zero-initialised layers would make
-    every latent equal its prior mean and hide bugs)."""
+    every latent equal its prior mean and hide bugs). Drawn with numpy: an eager ``jax.random``
+    call per leaf shape would compile one program each (~40 s per model on 2 cores)."""
     from flax import nnx
     graphdef, state = nnx.split(model)
     leaves, tree = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [x + scale * jax.random.normal(k, x.shape) * (1.0 if x.ndim < 2 else 1.0 / np.sqrt(np.prod(x.shape[:-1])))
-              for x, k in zip(leaves, keys)]
-    return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
+    rng = np.random.default_rng(seed)
+    leaves = [np.asarray(x) + scale * rng.standard_normal(x.shape).astype(np.float32)
+              * (1.0 if x.ndim < 2 else 1.0 / np.sqrt(np.prod(x.shape[:-1])))
+              for x in leaves]
+    return nnx.merge(graphdef, jax.tree.unflatten(tree, [jax.numpy.asarray(x, np.float32) for x in leaves]))
 
 
 TINY = {
@@ -218,7 +220,7 @@ def test_rate_control_when_size_is_not_monotone_in_lambda(monkeypatch):
         return int(4708 - 2400 * t + 9000 * t * t)
 
     calls = []
-    monkeypatch.setattr(api, "compress", lambda codec, im, lmb, fmt="lvae":
+    monkeypatch.setattr(api, "compress", lambda codec, im, lmb, fmt="lvae", tile=None:
                         calls.append(lmb) or b"x" * size(lmb))
     fake = SimpleNamespace(config=SimpleNamespace(name="fake", variable_rate=True,
                                                   lmb_range=(16.0, 2048.0)))

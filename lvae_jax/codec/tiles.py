@@ -14,7 +14,8 @@ plus the image itself (:func:`tiled_bytes`).
 
 :func:`choose_tile` decides: no tiling when the whole image fits the memory budget
 (:func:`lvae_jax.limits.memory_limit`), else the largest tiles that fit, made as equal as the
-stride allows.
+stride allows — and images with a side above :data:`MAX_UNTILED_SIDE` always in tiles of at most
+that side, so that memory stays bounded on any machine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ _CRC = struct.Struct("<I")
 MIN_TILE = 64
 #: Most tiles in one file (a 65535² image in 256² tiles).
 MAX_TILES = 1 << 16
+#: ``tile="auto"`` codes images whose sides are all at most this whole (when they fit the memory
+#: budget) and larger ones in tiles of at most this side: a 12-Mpx photo (4032×3024) stays one
+#: file, a 48-Mpx one (8000×6000) is 2×2 tiles, whatever memory the machine has.
+MAX_UNTILED_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -91,20 +96,23 @@ def tiled_bytes(config, image_size, tile_size) -> int:
     return activation_bytes(config, *tile_size) + h * w * 3 * (4 + 1)
 
 
-def choose_tile(config, image_size, limit: int | None = None) -> tuple[int, int] | None:
-    """The tile size for ``image_size`` under the memory budget ``limit`` (default
-    :func:`lvae_jax.limits.memory_limit`; 0 = unchecked): None when the whole image fits, else the
-    largest square tiles that fit, equalised over the rows and columns they need. Raises
+def choose_tile(config, image_size, limit: int | None = None,
+                max_side: int = MAX_UNTILED_SIDE) -> tuple[int, int] | None:
+    """The tile size of ``tile="auto"`` for ``image_size`` under the memory budget ``limit``
+    (default :func:`lvae_jax.limits.memory_limit`; 0 = unchecked): None when no side exceeds
+    ``max_side`` and the whole image fits, else the largest square tiles of at most ``max_side``
+    that fit, equalised over the rows and columns they need. Raises
     :class:`~lvae_jax.limits.ResourceLimitError` when not even :data:`MIN_TILE` tiles fit."""
     from lvae_jax.limits import ResourceLimitError, activation_bytes, memory_limit
     limit = memory_limit() if limit is None else int(limit)
     h, w = image_size
     s = config.max_stride
-    if limit <= 0 or activation_bytes(config, h, w) <= limit:
+    fits = limit <= 0 or activation_bytes(config, h, w) <= limit
+    if fits and max(h, w) <= max_side:
         return None
-    side = max(-(-h // s), -(-w // s)) * s
-    t = side
-    while t >= MIN_TILE and tiled_bytes(config, image_size, tile_size_for(image_size, t, s)) > limit:
+    t = min(max(-(-h // s), -(-w // s)) * s, max_side // s * s)
+    while (limit > 0 and t >= MIN_TILE
+           and tiled_bytes(config, image_size, tile_size_for(image_size, t, s)) > limit):
         t -= s
     if t < MIN_TILE:
         raise ResourceLimitError(
