@@ -11,7 +11,10 @@ lvae containers (lossy/lossless, batch 1 and 2), official QARV files, official Q
 (protocols 3/4/5, lossy and lossless) and bare coder strings (some crafted with long escape
 runs). Each case mutates one of them — bit flips, byte replacements, truncation, extension,
 garbage, swapped chunks/strings, wrong header fields (the lvae header CRC recomputed so the
-semantic checks are reached; malicious and malformed pickles), all-ones runs — and runs it
+semantic checks are reached; malicious and malformed pickles), all-ones runs, and *forged image
+sizes* (``size``: the declared image size and everything that must agree with it — latent grid,
+feature shape, header CRC — rewritten consistently, so that only the size limits and the memory
+estimate stand between the header and an allocation) — and runs it
 through :func:`~lvae_jax.codec.container.sniff`, the format's reader, and the coder-level
 decoding of every string it yields (with the valid indexes of its position; plain, verified, and
 the pure-Python emulation of the C++ decoder that counts words read).
@@ -23,8 +26,9 @@ returns a prefix of the original chunks, the C++ decoder never reads beyond the 
 :func:`~lvae_jax.entropy.coder.decoder_padding_words` gives (checked by the emulation), and the
 emulation agrees with the C++ values.
 
-Cases run in-process inside a worker subprocess; the parent enforces the time limit, notices
-crashes, reports the case and restarts the worker after it. Each case is reproducible from
+Cases run in-process inside a worker subprocess; the parent enforces the time limit and a bound
+on the worker's peak resident memory (``--max-rss``, VmHWM after each case), notices crashes,
+reports the case and restarts the worker after it. Each case is reproducible from
 (seed, case index). A whole-file decoder (``module:function`` taking the file bytes) can be
 plugged in with ``--decoder``; it too must succeed or raise ``BitstreamError``/``ValueError``. A
 decoder with the attribute ``wants_entry = True`` is called as
@@ -60,7 +64,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-MUTATIONS = ("bitflip", "byte", "truncate", "extend", "garbage", "swap", "header", "ones", "none")
+MUTATIONS = ("bitflip", "byte", "truncate", "extend", "garbage", "swap", "header", "ones", "none",
+             "size")
+#: Image sizes (H, W) a ``size`` mutation forges: degenerate, odd, large, the formats' maxima.
+FORGED_SIZES = ((1, 1), (1, 65535), (65535, 1), (65, 129), (4096, 4096), (12000, 12000),
+                (16000, 16000), (16384, 16384), (65535, 65535))
 FORMATS = ("lvae", "qarv", "qres", "coder")
 
 
@@ -305,11 +313,45 @@ def _mutate_qres(rng, entry: Entry) -> tuple[bytes, str]:
     return pickle.dumps(obj, protocol=proto), what
 
 
+def _forge_size(rng, entry: Entry) -> tuple[bytes, str]:
+    """The file claiming another image size, consistently (grid, shapes and CRCs follow)."""
+    from lvae_jax.codec import formats
+    if rng.random() < 0.7:
+        h, w = FORGED_SIZES[int(rng.integers(0, len(FORGED_SIZES)))]
+    else:
+        h, w = (int(v) for v in rng.integers(1, 65536, 2))
+    grid = (-(-h // 64), -(-w // 64))
+    data = entry.data
+    if entry.fmt == "lvae":
+        post = 29 + data[28]
+
+        def edit(head):
+            struct.pack_into("<II", head, post + 4, h, w)
+            struct.pack_into("<HH", head, post + 16, *grid)
+            return head
+        return _rebuild_lvae(data, edit), f"{h}x{w}, grid {grid[0]}x{grid[1]} (CRC recomputed)"
+    if entry.fmt == "qarv":
+        fields, strings = _qarv_parts(data)
+        fields[0], fields[1], fields[4], fields[5] = h, w, *grid
+        return _qarv_build(fields, strings), f"{h}x{w}, grid {grid[0]}x{grid[1]}"
+    if entry.fmt == "qres":
+        f = formats.read_qres_file(data)
+        if rng.random() < 0.2:          # beyond what the official writer could store
+            h, w = (int(rng.choice([1 << 20, 1 << 40])),) * 2
+            grid = (h // 64, w // 64)
+        shape = (f.feature_shape[0], f.feature_shape[1], *grid)
+        return formats.write_qres_file(f.latent_strings, shape, (h, w), f.pixel_strings,
+                                       f.protocol), f"{h}x{w}, feature shape {shape}"
+    return mutate(rng, entry, "header")
+
+
 def mutate(rng, entry: Entry, kind: str) -> tuple[bytes, str]:
     data = entry.data
     n = len(data)
     if kind == "none":
         return data, "unchanged"
+    if kind == "size":
+        return _forge_size(rng, entry)
     if kind == "bitflip":
         out = bytearray(data)
         k = int(rng.integers(1, 9))
@@ -541,6 +583,18 @@ def _load_decoder(spec: str | None):
     return getattr(importlib.import_module(module), name)
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would include the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def worker(seed: int, start: int, stop: int, decoder: str | None, corpus: str | None = None) -> int:
     """Run cases [start, stop); one JSON line per event on stdout."""
     out = sys.stdout
@@ -557,6 +611,7 @@ def worker(seed: int, start: int, stop: int, decoder: str | None, corpus: str | 
         except Exception as e:  # noqa: BLE001 - reported as a failure
             msg = {"done": i, "outcome": "FAIL", "error": f"{type(e).__name__}: {e}"}
         msg["seconds"] = time.perf_counter() - t0
+        msg["rss"] = _peak_rss()
         print(json.dumps(msg), file=out, flush=True)
     return 0
 
@@ -570,9 +625,11 @@ class Summary:
     failures: list = field(default_factory=list)
     max_case_seconds: float = 0.0
     seconds: float = 0.0
+    max_rss: int = 0
 
     def report(self) -> str:
-        lines = [f"{self.cases} cases in {self.seconds:.1f} s (slowest case {self.max_case_seconds:.3f} s)",
+        lines = [f"{self.cases} cases in {self.seconds:.1f} s (slowest case {self.max_case_seconds:.3f} s, "
+                 f"peak worker RSS {self.max_rss / 2**30:.2f} GiB)",
                  "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))]
         for m in MUTATIONS:
             if m in self.by_mutation:
@@ -585,8 +642,11 @@ class Summary:
 
 
 def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decoder: str | None = None,
-             start: int = 0, progress: bool = False, corpus: str | None = None) -> Summary:
-    """Run cases [start, start + cases) in a worker subprocess with a per-case time limit."""
+             start: int = 0, progress: bool = False, corpus: str | None = None,
+             max_rss: int = 4 << 30) -> Summary:
+    """Run cases [start, start + cases) in a worker subprocess with a per-case time limit and a
+    bound on the worker's peak resident memory (a case that raises it above ``max_rss`` bytes
+    fails; the worker is restarted after it)."""
     summary = Summary()
     t_start = time.perf_counter()
     i = start
@@ -602,7 +662,7 @@ def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decod
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         current, deadline = None, time.monotonic() + 300  # corpus building may take a while
         buf = b""
-        failed = None
+        failed, restart = None, False
         while True:
             r, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
             if not r:
@@ -630,8 +690,14 @@ def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decod
                     current, deadline = msg["start"], time.monotonic() + time_limit
                 elif "done" in msg:
                     summary.cases += 1
-                    summary.outcomes[msg["outcome"]] += 1
                     summary.max_case_seconds = max(summary.max_case_seconds, msg["seconds"])
+                    summary.max_rss = max(summary.max_rss, msg.get("rss", 0))
+                    if msg["outcome"] != "FAIL" and msg.get("rss", 0) > max_rss:
+                        msg = dict(msg, outcome="FAIL", error=(
+                            f"peak RSS {msg['rss'] / 2**30:.2f} GiB above the bound of "
+                            f"{max_rss / 2**30:.2f} GiB ({msg['mutation']} of {msg['entry']})"))
+                        restart = True            # a fresh worker: its high-water mark is reset
+                    summary.outcomes[msg["outcome"]] += 1
                     if msg["outcome"] == "FAIL":
                         summary.failures.append({"case": msg["done"], "error": msg["error"]})
                     else:
@@ -647,6 +713,12 @@ def run_fuzz(cases: int = 10_000, seed: int = 0, time_limit: float = 10.0, decod
                         print(f"  {summary.cases} cases, {len(summary.failures)} failures", flush=True)
                 elif "ready" in msg:
                     deadline = time.monotonic() + time_limit
+                if restart:
+                    break
+            if restart:
+                proc.kill()
+                proc.wait()
+                break
         proc.stdout.close()
         proc.stderr.close()
         if failed is not None:
@@ -665,6 +737,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="first case index")
     ap.add_argument("--time-limit", type=float, default=10.0, help="seconds per case")
+    ap.add_argument("--max-rss", default="4G",
+                    help="bound on the worker's peak resident memory (e.g. 4G; default 4G)")
     ap.add_argument("--decoder", help="whole-file decoder to fuzz too, as module:function")
     ap.add_argument("--corpus", help="corpus builder function(seed) -> entries, as module:function")
     ap.add_argument("--case", type=int, help="run one case in this process and print it")
@@ -678,8 +752,9 @@ def main(argv=None) -> int:
         r["stats"] = dict(r["stats"])
         print(json.dumps(r, indent=1))
         return 0
+    from lvae_jax.limits import parse_bytes
     summary = run_fuzz(args.cases, args.seed, args.time_limit, args.decoder, args.start, progress=True,
-                       corpus=args.corpus)
+                       corpus=args.corpus, max_rss=parse_bytes(args.max_rss))
     print(summary.report())
     return 1 if summary.failures else 0
 

@@ -72,6 +72,18 @@ def _png_claiming(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def _tiled(image_size, tile_size, parts) -> bytes:
+    """A tiled file (lvae_jax.codec.tiles) with a correct header CRC, whatever it claims."""
+    from lvae_jax.codec import tiles
+    (h, w), (th, tw) = image_size, tile_size
+    rows, cols = tiles.tile_grid(image_size, tile_size)
+    n = rows * cols
+    head = tiles._HEAD.pack(tiles.MAGIC, tiles.VERSION, 0, tiles._HEAD.size + 8 * n + 4, h, w, th, tw, n)
+    head += b"".join(struct.pack("<II", len(p), tiles.tile_crc(k, p)) for k, p in enumerate(parts))
+    head += b"".join(struct.pack("<II", 8, 0) for _ in range(n - len(parts)))
+    return head + struct.pack("<I", zlib.crc32(head)) + b"".join(parts)
+
+
 @pytest.fixture(scope="module")
 def demo():
     from lvae_jax.assets import demo_model_dir
@@ -94,6 +106,11 @@ def hostile(tmp_path_factory, demo):
         (16000, 16000), formats.write_qarv_body(43.880043, (250, 250), [b"\0" * 8] * 4)))
     (d / "big64k.bits").write_bytes(formats.write_qarv_file(
         (65535, 65535), formats.write_qarv_body(43.880043, (1024, 1024), [b"\0" * 8] * 4)))
+    tile = container.write_container(
+        model_name=config.name, model_id=mid, lmb=64.0, image_size=(64, 64),
+        stride=config.max_stride, latent_strings=[[b"\0" * 8]] * config.num_latents)
+    (d / "big.lvat").write_bytes(_tiled((16000, 16000), (16000, 16000), [tile]))   # one huge tile
+    (d / "many.lvat").write_bytes(_tiled((65535, 65535), (256, 256), [tile] * 4))   # 2^16 claimed
     big = 1 << 40                                # what the official pickle.dump would write
     (d / "big.qres").write_bytes(pickle.dumps(
         [[b"\0" * 8] for _ in range(12)] + [(1, 384, big // 64, big // 64), (big, big)], protocol=4))
@@ -113,6 +130,8 @@ def hostile(tmp_path_factory, demo):
         ("qarv16k", L, ["decompress", d / "big16k.bits", d / "x.png"]),
         ("qarv64k", L, ["decompress", d / "big64k.bits", d / "x.png"]),
         ("qres2^40", L, ["decompress", d / "big.qres", d / "x.png"]),
+        ("tiled16k", L, ["decompress", d / "big.lvat", d / "x.png"]),
+        ("tiled-many", L, ["decompress", d / "many.lvat", d / "x.png"]),
         ("zero-bits", L, ["decompress", "/dev/zero", d / "x.png"]),
         ("zero-image", L, ["compress", "/dev/zero", d / "x.lvae", "--lmb", "64"]),
         ("wide", L, ["compress", d / "wide.png", d / "a1.lvae", "--lmb", "64"]),
@@ -161,6 +180,8 @@ def test_forged_sizes_are_refused_before_allocating(hostile):
     refused(hostile, "qarv16k", "16000×16000", "--max-memory")
     refused(hostile, "qarv64k", "65535×65535", "larger than")
     refused(hostile, "qres2^40", "out of range")
+    refused(hostile, "tiled16k", "16000×16000", "in tiles of", "--max-memory")
+    refused(hostile, "tiled-many", "65535×65535", "out of range")
     assert not (hostile["dir"] / "x.png").exists()
 
 
