@@ -340,8 +340,9 @@ def _forge_size(rng, entry: Entry) -> tuple[bytes, str]:
             h, w = (int(rng.choice([1 << 20, 1 << 40])),) * 2
             grid = (h // 64, w // 64)
         shape = (f.feature_shape[0], f.feature_shape[1], *grid)
-        return formats.write_qres_file(f.latent_strings, shape, (h, w), f.pixel_strings,
-                                       f.protocol), f"{h}x{w}, feature shape {shape}"
+        pix = f.pixel_strings   # the official structure, pickled directly (the writer checks sizes)
+        obj = [list(x) for x in f.latent_strings] + [shape] + ([list(pix)] if pix else []) + [(h, w)]
+        return pickle.dumps(obj, protocol=f.protocol), f"{h}x{w}, feature shape {shape}"
     return mutate(rng, entry, "header")
 
 

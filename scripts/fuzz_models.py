@@ -197,7 +197,7 @@ def decode_file(data: bytes, entry, stats: collections.Counter, mutation: str = 
         assert same, f"{entry.name}: the unmodified file decoded to another image"
         stats["decoded-unmodified"] += 1
         return img
-    forged = mutation == "header" and "CRC recomputed" in detail
+    forged = mutation in ("header", "size") and "CRC recomputed" in detail
     kind = sniff(data)
     if kind == "lvae":
         if forged:
