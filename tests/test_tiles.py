@@ -191,3 +191,38 @@ def test_cli_tiles(codecs, tmp_path):
     r = _cli("compress", src, tmp_path / "c.lvae", "--ckpt", tmp_path / "m", "--lmb", "300",
              "--tile", "8")
     assert r.returncode == 2 and "at least 64" in r.stderr
+
+
+def _peak_rss_of(argv) -> tuple[int, str]:
+    """(peak RSS in bytes, stderr) of ``python -m lvae_jax ARGV`` in a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from parity_support import REPO
+    proc = subprocess.Popen([sys.executable, "-m", "lvae_jax", *map(str, argv)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, err
+    return usage.ru_maxrss * 1024, err
+
+
+def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
+    """The demo model on a 3072×2304 photo: coded in 256-pixel tiles, compress peaks well below
+    the same command on the whole image (whose activations are most of its memory), decompress
+    (whose fused decoder holds less) not above it."""
+    from PIL import Image
+    big = np.asarray(Image.fromarray(_image(256, 256)).resize((3072, 2304), Image.Resampling.BICUBIC))
+    src = tmp_path / "big.png"
+    Image.fromarray(big).save(src)
+    peaks = {}
+    for tile in ("none", "256"):
+        out = tmp_path / f"{tile}.lvae"
+        c, _ = _peak_rss_of(["compress", src, out, "--lmb", "256", "--tile", tile])
+        d, _ = _peak_rss_of(["decompress", out, tmp_path / f"{tile}.png"])
+        peaks[tile] = (c, d)
+    whole, tiled = peaks["none"], peaks["256"]
+    print({k: [f"{v / 2**30:.2f} GiB" for v in p] for k, p in peaks.items()})
+    # tiled: the process's fixed cost plus the image; whole: plus every activation of a 7-Mpx pass
+    assert tiled[0] < whole[0] - (300 << 20), peaks
+    assert tiled[1] <= whole[1] * 1.05, peaks
