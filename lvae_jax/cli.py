@@ -164,10 +164,15 @@ def _compress(args) -> int:
         res = api.compress_to_target(codec, im, target_bytes=target, fmt=args.format, tile=tile)
         data, lmb = res.data, res.lmb
         print(f"rate control: {res.message} after {len(res.trials)} trials")
+        for n in res.notes:
+            print(f"warning: {n}", file=sys.stderr)
         if not res.within_tolerance:
             print("note: the target was not reached within 2 %", file=sys.stderr)
     else:
-        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format, tile=tile), args.lmb
+        risk: list = []
+        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format, tile=tile, notes=risk), args.lmb
+        for n in risk:
+            print(f"warning: {n}", file=sys.stderr)
     dt = time.perf_counter() - t0
     atomic_write_bytes(args.output, data)
     lm = f", λ = {lmb:g}" if lmb is not None else ""

@@ -220,7 +220,7 @@ def test_rate_control_when_size_is_not_monotone_in_lambda(monkeypatch):
         return int(4708 - 2400 * t + 9000 * t * t)
 
     calls = []
-    monkeypatch.setattr(api, "compress", lambda codec, im, lmb, fmt="lvae", tile=None:
+    monkeypatch.setattr(api, "compress", lambda codec, im, lmb, fmt="lvae", tile=None, notes=None:
                         calls.append(lmb) or b"x" * size(lmb))
     fake = SimpleNamespace(config=SimpleNamespace(name="fake", variable_rate=True,
                                                   lmb_range=(16.0, 2048.0)))
@@ -256,3 +256,24 @@ def test_cli_compress_decompress(codecs, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
     r = _cli("compress", src, tmp_path / "z.lvae", "--ckpt", tmp_path / "m")
     assert r.returncode == 2 and "variable-rate" in r.stderr
+
+
+def test_official_files_warn_about_elements_at_risk(monkeypatch):
+    """``compress(fmt="official")`` counts, in the encoder pass, the latent elements whose prior
+    scale lies within the near-boundary band of a table threshold, and warns with the count; the
+    decoder's own count (from its scales, in float64) agrees. The band is widened here (2 %) so
+    that a tiny model has hundreds of such elements."""
+    from lvae_jax.codec import core
+    monkeypatch.setattr(core, "NEAR_BOUNDARY", 0.02)
+    c = Codec(_perturbed(lvae_jax.build_model(TINY["qarv"]())))
+    im = load("astronaut256.png")
+    notes: list = []
+    data = api.compress(c, im, 300.0, fmt="official", notes=notes)
+    assert len(notes) == 1 and "silently wrong" in notes[0]
+    n_enc = int(notes[0].split()[0])
+    res = api.decompress(c, data)
+    n_dec = sum(res.report.at_risk.values())
+    assert n_enc > 50 and abs(n_enc - n_dec) <= max(2, n_dec // 50), (n_enc, n_dec)
+    lvae_notes: list = []
+    api.compress(c, im, 300.0, notes=lvae_notes)
+    assert lvae_notes == []          # the container checks every symbol: nothing to warn about

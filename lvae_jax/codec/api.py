@@ -29,7 +29,7 @@ import numpy as np
 from lvae_jax import image as imageio
 from lvae_jax.limits import check_image_size
 from lvae_jax.codec import container, formats, tiles
-from lvae_jax.codec.core import Codec, DecodeReport, EncodedImage
+from lvae_jax.codec.core import NEAR_BOUNDARY, Codec, DecodeReport, EncodedImage
 from lvae_jax.entropy import coder
 from lvae_jax.entropy.coder import BitstreamError
 
@@ -53,9 +53,20 @@ def _as_float_image(im) -> np.ndarray:
     return a
 
 
-def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae") -> list[bytes]:
+def official_risk_note(at_risk: int) -> str:
+    """The warning for an official-layout file with ``at_risk`` elements near a table threshold."""
+    return (f"{at_risk} latent element(s) have a prior scale within {NEAR_BOUNDARY:g} of a table "
+            "boundary: the official decoder (PyTorch, another float path) may pick the other table "
+            "there and decode this file silently wrong — the official layout has no checksum. The "
+            "lvae container (the default --format) checks every symbol and recovers such flips "
+            "(docs/cross_implementation.md)")
+
+
+def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae",
+                   notes: list | None = None) -> list[bytes]:
     """Compress images (each (H, W, 3), uint8 or float in [0, 1]); images of one padded size go
-    through the device in one pass. Returns one file (bytes) per image."""
+    through the device in one pass. Returns one file (bytes) per image. ``notes``: a list that
+    receives, per official-layout file with elements at risk, :func:`official_risk_note`."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
     cfg = codec.config
@@ -72,19 +83,23 @@ def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae") -> list[by
         batch = np.stack([imageio.pad_to_multiple(floats[i], s) for i in idx])
         for i, enc in zip(idx, codec.encode(batch, lmb)):
             out[i] = _write(codec, enc, floats[i].shape[:2], lmb, fmt)
+            if fmt == "official" and enc.at_risk and notes is not None:
+                notes.append(official_risk_note(enc.at_risk))
     return out
 
 
-def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None) -> bytes:
+def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None,
+             notes: list | None = None) -> bytes:
     """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes.
 
     ``tile``: None codes the image whole; ``"auto"`` tiles it only when the whole image does not
     fit the memory budget (:func:`lvae_jax.codec.tiles.choose_tile`); an int N codes it in N × N
-    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only)."""
+    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only). ``notes``: see
+    :func:`compress_batch`."""
     size = tuple(np.shape(image)[:2])
     tile_size = resolve_tile(codec, size, tile)
     if tile_size is None:
-        return compress_batch(codec, [image], lmb, fmt)[0]
+        return compress_batch(codec, [image], lmb, fmt, notes)[0]
     if fmt != "lvae":
         raise ValueError("tiled files need the lvae format: the official layouts hold one whole "
                          f"image ({size[1]}x{size[0]} would be coded in tiles of "
@@ -327,6 +342,7 @@ class RateControlResult:
     trials: list                   # (λ, bytes) per trial
     within_tolerance: bool
     message: str
+    notes: list = field(default_factory=list)   # of the chosen file (see compress_batch)
 
 
 def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lvae",
@@ -349,11 +365,13 @@ def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lv
         raise ValueError(f"target_bytes must be positive, got {target_bytes}")
     lo, hi = (math.log(v) for v in cfg.lmb_range)
     cache: dict = {}
+    risk_notes: dict = {}
 
     def size_at(log_l):
         lmb = float(np.float32(math.exp(log_l)))
         if lmb not in cache:
-            cache[lmb] = compress(codec, image, lmb, fmt, tile=tile)
+            risk_notes[lmb] = []
+            cache[lmb] = compress(codec, image, lmb, fmt, tile=tile, notes=risk_notes[lmb])
         return len(cache[lmb])
 
     def hit(n):
@@ -385,7 +403,7 @@ def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lv
         lmb, d = min(cache.items(), key=lambda x: (len(x[1]), x[0]))
         return RateControlResult(d, lmb, trials, False,
                                  f"target {target_bytes} B is below the smallest file found for this "
-                                 f"image ({len(d)} B at λ = {lmb:g}; {span})")
+                                 f"image ({len(d)} B at λ = {lmb:g}; {span})", risk_notes[lmb])
     lmb, d = max(under, key=lambda x: (len(x[1]), -x[0]))
     ok = hit(len(d))
     msg = f"{len(d)} B at λ = {lmb:g} ({100 * (len(d) - target_bytes) / target_bytes:+.2f} % of the target)"
@@ -394,4 +412,4 @@ def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lv
         msg += (f"; target {target_bytes} B is above the largest file found for this image "
                 f"({biggest} B; {span})" if biggest <= target_bytes else
                 f"; no file found within {100 * tolerance:g} % below the target ({span})")
-    return RateControlResult(d, lmb, trials, ok, msg)
+    return RateControlResult(d, lmb, trials, ok, msg, risk_notes[lmb])

@@ -67,6 +67,9 @@ class EncodedImage:
     pixels: bytes | None
     grid: tuple
     symbol_crcs: list | None = None
+    #: latent elements whose prior scale lies within :data:`NEAR_BOUNDARY` of a table threshold
+    #: (known after encoding): where a decoder with other floats may pick the other table.
+    at_risk: int = 0
 
 
 class Codec:
@@ -76,7 +79,7 @@ class Codec:
     """
 
     def __init__(self, model):
-        self.engine = CodecEngine(model)
+        self.engine = CodecEngine(model, NEAR_BOUNDARY)
         self.model = model
         self.config = model.config
 
@@ -122,7 +125,7 @@ class Codec:
                 flat = to_coder_order(enc.pixel_symbols[k])
                 pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.engine.pixel_tables)
                 crcs.append(symbols_crc(flat))
-            out.append(EncodedImage(strings, pixels, (h // s, w // s), crcs))
+            out.append(EncodedImage(strings, pixels, (h // s, w // s), crcs, int(enc.at_risk[k])))
         return out
 
     # -- decoding -------------------------------------------------------------------------------

@@ -37,11 +37,14 @@ class CodecUnsupported(ValueError):
 
 class EncodedLatents(NamedTuple):
     """Host arrays of one encoding pass. ``symbols[i]``/``indexes[i]``: int32 (N, h, w, C) per
-    latent; ``pixel_symbols``/``pixel_indexes``: (N, H, W, 3) for the lossless model, else None."""
+    latent; ``pixel_symbols``/``pixel_indexes``: (N, H, W, 3) for the lossless model, else None;
+    ``at_risk``: (N,) int32, per image the latent elements whose prior scale lies within a relative
+    ``near_boundary`` of a table threshold (another float path may pick the other index there)."""
     symbols: list
     indexes: list
     pixel_symbols: np.ndarray | None
     pixel_indexes: np.ndarray | None
+    at_risk: np.ndarray | None = None
 
 
 def to_coder_order(a: np.ndarray, dtype=np.int32) -> np.ndarray:
@@ -71,8 +74,9 @@ class CodecEngine:
     """Jitted encode/decode passes of one model. ``model``: a loaded
     :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV)."""
 
-    def __init__(self, model):
+    def __init__(self, model, near_boundary: float = 1e-5):
         cfg = model.config
+        self.near_boundary = float(near_boundary)
         if cfg.family not in LATENT_TABLE:
             raise CodecUnsupported(f"{cfg.name} ({cfg.family}) has no entropy coder: it estimates R(D) "
                                    "and samples its latents; use qres34m, qres17m, qres34m_lossless or qarv_base")
@@ -98,12 +102,17 @@ class CodecEngine:
         table = jnp.asarray(self.latent_tables.scale_table)
         bound = self.latent_tables.bound
         symbols, indexes = [], []
+        at_risk = jnp.zeros((n,), jnp.int32)
         for i in range(self.num_latents):
             feature, pm, pv = model.prior_step(i, feature, emb)
             qm, _ = model.posterior(i, feature, enc, emb)
             sym = numerics.quantize_symbols(qm, pm)
             symbols.append(sym)
             indexes.append(T.build_indexes_jnp(pv, table, bound))
+            # a threshold within ±near_boundary (relative) of the scale: the index is at risk
+            lo = T.build_indexes_jnp(pv * (1.0 - self.near_boundary), table, bound)
+            hi = T.build_indexes_jnp(pv * (1.0 + self.near_boundary), table, bound)
+            at_risk = at_risk + jnp.sum(lo != hi, axis=(1, 2, 3), dtype=jnp.int32)
             feature = model.fuse_step(i, feature, sym.astype(jnp.float32) + pm, emb)
         pix_sym = pix_idx = None
         if model.lossless:
@@ -113,14 +122,15 @@ class CodecEngine:
             pix_sym = numerics.quantize_symbols(x, mean)
             pix_idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
                                           self.pixel_tables.bound)
-        return symbols, indexes, pix_sym, pix_idx
+        return symbols, indexes, pix_sym, pix_idx, at_risk
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One device pass. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
         out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
-        symbols, indexes, ps, pi = jax.device_get(out)
+        symbols, indexes, ps, pi, risk = jax.device_get(out)
         return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
-                              None if ps is None else np.asarray(ps), None if pi is None else np.asarray(pi))
+                              None if ps is None else np.asarray(ps), None if pi is None else np.asarray(pi),
+                              np.asarray(risk))
 
     # -- decoding -----------------------------------------------------------------------------
 
