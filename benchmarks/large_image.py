@@ -42,15 +42,32 @@ def make_image(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def run(argv: list[str], env: dict) -> tuple[float, int, str, int]:
-    """(seconds, peak RSS bytes, output, exit status) of ``python -m lvae_jax ARGV``."""
+#: Runs ``python -m lvae_jax ARGV`` and reports its own peak RSS (VmHWM) on stderr's last line:
+#: the ``ru_maxrss`` of a forked child includes the parent's memory at the fork.
+_WRAP = (
+    "import sys\n"
+    "from lvae_jax.__main__ import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "except SystemExit as e:\n"
+    "    code = e.code if isinstance(e.code, int) else 1\n"
+    "sys.stdout.flush()\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "print('VmHWM', int(hwm[0].split()[1]) * 1024 if hwm else 0, file=sys.stderr)\n"
+    "sys.exit(code)\n")
+
+
+def run(argv: list[str], env: dict | None = None) -> tuple[float, int, str, int]:
+    """(seconds, peak RSS bytes, output, exit status) of ``python -m lvae_jax ARGV`` in a fresh
+    process (its own VmHWM)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "lvae_jax", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss * 1024, out, proc.returncode
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *map(str, argv)], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    sec = time.perf_counter() - t0
+    lines = proc.stderr.rstrip().splitlines()
+    rss = int(lines[-1].split()[1]) if lines and lines[-1].startswith("VmHWM") else 0
+    out = proc.stdout + "\n".join(lines[:-1] if rss else lines)
+    return sec, rss, out, proc.returncode
 
 
 def main(argv=None) -> int:
