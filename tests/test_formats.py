@@ -337,7 +337,8 @@ def _recrc(data: bytes, edit) -> bytes:
 
 
 @pytest.mark.parametrize("edit,match", [
-    (lambda h: struct.pack_into("<H", h, 4, 2), "version 2 is not supported"),
+    (lambda h: struct.pack_into("<H", h, 4, 3), "version 3 is not supported"),
+    (lambda h: struct.pack_into("<H", h, 6, 8), "unknown flags"),   # hints are version 2 only
     (lambda h: struct.pack_into("<H", h, 6, 0x80 | C.FLAG_LAMBDA), "unknown flags"),
     (lambda h: struct.pack_into("<H", h, 6, 0), "λ is set but"),
     (lambda h: struct.pack_into("<f", h, 38, float("nan")), "finite positive"),

@@ -30,7 +30,7 @@ from lvae_jax import image as imageio
 from lvae_jax.limits import check_image_size
 from lvae_jax.codec import container, formats, tiles
 from lvae_jax.codec.core import NEAR_BOUNDARY, Codec, DecodeReport, EncodedImage
-from lvae_jax.entropy import coder
+from lvae_jax.entropy import coder, hints
 from lvae_jax.entropy.coder import BitstreamError
 
 FORMATS = ("lvae", "official")
@@ -63,10 +63,14 @@ def official_risk_note(at_risk: int) -> str:
 
 
 def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae",
-                   notes: list | None = None) -> list[bytes]:
+                   notes: list | None = None,
+                   hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP) -> list[bytes]:
     """Compress images (each (H, W, 3), uint8 or float in [0, 1]); images of one padded size go
     through the device in one pass. Returns one file (bytes) per image. ``notes``: a list that
-    receives, per official-layout file with elements at risk, :func:`official_risk_note`."""
+    receives, per official-layout file with elements at risk, :func:`official_risk_note`.
+    ``hint_bound_exp``: lvae files carry portable-index hints for decoders whose prior scales
+    are within 2^-exp (relative) of this encoder's (:mod:`lvae_jax.entropy.hints`; None: a
+    version-1 file without hints)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
     cfg = codec.config
@@ -81,7 +85,8 @@ def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae",
         groups.setdefault(imageio.padded_size(f.shape[0], f.shape[1], s), []).append(i)
     for idx in groups.values():
         batch = np.stack([imageio.pad_to_multiple(floats[i], s) for i in idx])
-        for i, enc in zip(idx, codec.encode(batch, lmb)):
+        hint_exp = hint_bound_exp if fmt == "lvae" else None
+        for i, enc in zip(idx, codec.encode(batch, lmb, hint_bound_exp=hint_exp)):
             out[i] = _write(codec, enc, floats[i].shape[:2], lmb, fmt)
             if fmt == "official" and enc.at_risk and notes is not None:
                 notes.append(official_risk_note(enc.at_risk))
@@ -89,17 +94,18 @@ def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae",
 
 
 def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None,
-             notes: list | None = None) -> bytes:
+             notes: list | None = None,
+             hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP) -> bytes:
     """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes.
 
     ``tile``: None codes the image whole; ``"auto"`` tiles it only when the whole image does not
     fit the memory budget (:func:`lvae_jax.codec.tiles.choose_tile`); an int N codes it in N × N
-    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only). ``notes``: see
-    :func:`compress_batch`."""
+    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only). ``notes``,
+    ``hint_bound_exp``: see :func:`compress_batch`."""
     size = tuple(np.shape(image)[:2])
     tile_size = resolve_tile(codec, size, tile)
     if tile_size is None:
-        return compress_batch(codec, [image], lmb, fmt, notes)[0]
+        return compress_batch(codec, [image], lmb, fmt, notes, hint_bound_exp)[0]
     if fmt != "lvae":
         raise ValueError("tiled files need the lvae format: the official layouts hold one whole "
                          f"image ({size[1]}x{size[0]} would be coded in tiles of "
@@ -109,7 +115,7 @@ def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None,
     out = []
     for k in range(n):   # one tile at a time: memory for one tile's activations
         t = _as_float_image(tiles.padded_tile(np.asarray(image), size, k, tile_size))
-        enc = codec.encode(t[None], lmb)[0]
+        enc = codec.encode(t[None], lmb, hint_bound_exp=hint_bound_exp)[0]
         out.append(_write(codec, enc, tile_size, lmb, "lvae"))
     return tiles.write_tiled(size, tile_size, out)
 
@@ -134,7 +140,8 @@ def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
             model_name=cfg.name, model_id=codec.model_id,
             lmb=None if lmb is None else float(lmb), image_size=tuple(image_size), stride=cfg.max_stride,
             latent_strings=[[s] for s in enc.latents],
-            pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs)
+            pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs,
+            hints=enc.hints, hint_bound_exp=enc.hint_bound_exp)
     if cfg.family == "qarv":
         body = formats.write_qarv_body(lmb, enc.grid, enc.latents)
         return formats.write_qarv_file(tuple(image_size), body)
@@ -163,6 +170,8 @@ class ParsedFile:
     notes: list = field(default_factory=list)
     symbol_crcs: list | None = None
     lossless: bool = False
+    hints: bytes | None = None
+    hint_bound_exp: int | None = None
 
 
 def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
@@ -186,7 +195,8 @@ def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
             raise BitstreamError(f"this file holds {h.batch} images; lvae-jax writes one image per file")
         crcs = list(h.symbol_crcs) if h.symbol_crcs is not None else None
         return ParsedFile("lvae", h.image_size, h.latent_grid, h.lmb, strings, pixels,
-                          h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless)
+                          h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless,
+                          h.hints, h.hint_bound_exp)
     if kind == "qres-official":
         f = formats.read_qres_file(data)
         if f.batch != 1:
@@ -258,7 +268,8 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
     if k < codec.num_latents:
         notes.append(f"decoded {k} of {codec.num_latents} latent blocks; the rest "
                      + ("at the prior mean" if temperature == 0 else f"sampled at temperature {temperature:g}"))
-    item = EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs)
+    item = EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs,
+                        hints=p.hints, hint_bound_exp=p.hint_bound_exp)
     report = DecodeReport()
     img = codec.decode([item], p.lmb, num_blocks=k, temperature=temperature, key=key,
                        verify=verify, robust=verify, report=report)[0]

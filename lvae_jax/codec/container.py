@@ -27,12 +27,16 @@ from lvae_jax.codec import formats
 from lvae_jax.entropy.coder import BitstreamError, symbols_crc  # noqa: F401 (the chunk table's CRC)
 
 MAGIC = b"LVAE"
-VERSION = 1
+#: Version 2 adds portable-index hints (FLAG_HINTS); version-1 files are read as before.
+VERSION = 2
+VERSIONS = (1, 2)
 #: Flag bits of the header's ``flags`` field.
 FLAG_LAMBDA = 1  # variable-rate model: λ is stored
 FLAG_LOSSLESS = 2  # lossless model: one pixel chunk per image follows the latent chunks
 FLAG_SYMBOL_CRC = 4  # each chunk entry also holds the CRC32 of the chunk's decoded symbols
-_KNOWN_FLAGS = FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC
+FLAG_HINTS = 8  # version 2: portable-index hints follow the chunk table (lvae_jax.entropy.hints)
+_KNOWN_FLAGS = {1: FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC,
+                2: FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC | FLAG_HINTS}
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Fixed-size fields before the name, and after it (up to the chunk table).
@@ -82,6 +86,9 @@ class ContainerHeader:
     header_size: int
     #: CRC32 of each chunk's decoded symbols (:func:`symbols_crc`), when the writer stored them.
     symbol_crcs: tuple[int, ...] | None = None
+    #: portable-index hints (version 2): the bound exponent (δ = 2^-exp) and the structure
+    hint_bound_exp: int | None = None
+    hints: bytes | None = None
 
     @property
     def num_chunks(self) -> int:
@@ -141,12 +148,14 @@ class PartialFile:
 
 
 def write_container(*, model_name: str, model_id: bytes, lmb: float | None, image_size,
-                    stride: int, latent_strings, pixel_strings=None, symbol_crcs=None) -> bytes:
+                    stride: int, latent_strings, pixel_strings=None, symbol_crcs=None,
+                    hints: bytes | None = None, hint_bound_exp: int | None = None) -> bytes:
     """Build a container. ``latent_strings[i][b]``: rANS string of latent block i, image b (in
     decoding order); ``pixel_strings[b]`` for the lossless model; ``lmb`` None for fixed-rate
     models; ``symbol_crcs``: optional CRC32 of each chunk's symbols, in chunk order
-    (:func:`symbols_crc`). The latent grid is ``ceil(image_size / stride)``. The result is read
-    back and checked before it is returned."""
+    (:func:`symbols_crc`); ``hints``/``hint_bound_exp``: portable-index hints of a one-image file
+    (version 2, :mod:`lvae_jax.entropy.hints`; needs the symbol CRCs). The latent grid is
+    ``ceil(image_size / stride)``. The result is read back and checked before it is returned."""
     if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
         raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
                          f"got {model_name!r}")
@@ -192,9 +201,19 @@ def write_container(*, model_name: str, model_id: bytes, lmb: float | None, imag
         table = b"".join(_CHUNK_SYM.pack(len(c), chunk_crc(i, c), symbol_crcs[i]) for i, c in enumerate(chunks))
     else:
         table = b"".join(_CHUNK.pack(len(c), chunk_crc(i, c)) for i, c in enumerate(chunks))
+    version = 1
+    if hints is not None:
+        if symbol_crcs is None or batch != 1:
+            raise ValueError("portable-index hints need symbol CRCs and a one-image file")
+        if not (isinstance(hint_bound_exp, int) and 1 <= hint_bound_exp <= 60):
+            raise ValueError(f"hint bound exponent must be in 1..60, got {hint_bound_exp!r}")
+        from lvae_jax.entropy.hints import _varint
+        table += bytes([hint_bound_exp]) + _varint(len(hints)) + bytes(hints)
+        flags |= FLAG_HINTS
+        version = 2
     name = model_name.encode("ascii")
     header_size = _PRE.size + len(name) + _POST.size + len(table) + _CRC.size
-    head = (_PRE.pack(MAGIC, VERSION, flags, header_size, model_id, len(name)) + name
+    head = (_PRE.pack(MAGIC, version, flags, header_size, model_id, len(name)) + name
             + _POST.pack(lmb32, h, w, batch, stride, gh, gw, len(latents)) + table)
     data = head + _CRC.pack(zlib.crc32(head)) + b"".join(chunks)
     read_container(data)  # the writer's output must satisfy the reader
@@ -225,9 +244,10 @@ def read_header(data) -> ContainerHeader:
     if len(data) < _PRE.size:
         _fail(f"{len(data)} bytes, shorter than the fixed header (truncated)")
     magic, version, flags, header_size, mid, name_len = _PRE.unpack_from(data, 0)
-    if version != VERSION:
-        _fail(f"format version {version} is not supported (this reader knows version {VERSION})")
-    if flags & ~_KNOWN_FLAGS:
+    if version not in VERSIONS:
+        _fail(f"format version {version} is not supported (this reader knows versions "
+              f"{', '.join(map(str, VERSIONS))})")
+    if flags & ~_KNOWN_FLAGS[version]:
         _fail(f"unknown flags {flags:#06x} (corrupt, or a newer format)")
     if not 1 <= name_len <= MAX_NAME_LENGTH:
         _fail(f"model name length {name_len} outside 1..{MAX_NAME_LENGTH} (corrupt)")
@@ -270,7 +290,26 @@ def read_header(data) -> ContainerHeader:
     lossless = bool(flags & FLAG_LOSSLESS)
     entry = _CHUNK_SYM if flags & FLAG_SYMBOL_CRC else _CHUNK
     n_chunks = batch * (num_latents + lossless)
-    if pos + entry.size * n_chunks != len(head):
+    hint_exp = hint_blob = None
+    if flags & FLAG_HINTS:
+        from lvae_jax.entropy.hints import HintError, read_varint
+        at = pos + entry.size * n_chunks
+        if not flags & FLAG_SYMBOL_CRC or batch != 1 or at + 2 > len(head):
+            _fail("portable-index hints without symbol CRCs, in a batch, or truncated (corrupt)")
+        hint_exp = head[at]
+        try:
+            n_hint, at = read_varint(head, at + 1)
+        except HintError:
+            _fail("hint length is corrupt")
+        if not 1 <= hint_exp <= 60 or at + n_hint != len(head):
+            _fail(f"header size {header_size} does not match its chunk entries and hints (corrupt)")
+        hint_blob = bytes(head[at:])
+        try:
+            from lvae_jax.entropy.hints import Retrieval
+            Retrieval(hint_blob)
+        except HintError as e:
+            _fail(f"portable-index hints are corrupt ({e})")
+    elif pos + entry.size * n_chunks != len(head):
         _fail(f"header size {header_size} does not match its {n_chunks} chunk entries (corrupt)")
     lengths, crcs, sym_crcs = [], [], []
     for i in range(n_chunks):
@@ -282,7 +321,8 @@ def read_header(data) -> ContainerHeader:
         sym_crcs.extend(sc)
     return ContainerHeader(version, name, bytes(mid), None if math.isnan(lmb) else float(lmb), (h, w),
                            batch, stride, (gh, gw), num_latents, lossless, tuple(lengths),
-                           tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None)
+                           tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None,
+                           hint_exp, hint_blob)
 
 
 def _walk_chunks(data, header: ContainerHeader):

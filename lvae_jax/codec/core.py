@@ -18,7 +18,7 @@ import numpy as np
 
 from lvae_jax import numerics
 from lvae_jax.codec.engine import CodecEngine, from_coder_order, to_coder_order
-from lvae_jax.entropy import coder
+from lvae_jax.entropy import coder, hints
 from lvae_jax.entropy.coder import BitstreamError, symbols_crc
 from lvae_jax.limits import check_image_size
 from lvae_jax.models import inference, lambdas
@@ -44,9 +44,14 @@ class DecodeReport:
     :data:`NEAR_BOUNDARY` of a table boundary in strings decoded without a symbol checksum."""
     flips: list = field(default_factory=list)
     at_risk: dict = field(default_factory=dict)
+    #: (string, number of indexes set from the file's portable-index hints)
+    hinted: list = field(default_factory=list)
 
     def notes(self) -> list[str]:
-        out = [f"{what}: {n} table index(es) at prior scales within {rel:.1e} of a table boundary were "
+        out = [f"{what}: {n} table index(es) set from the file's portable-index hints (this "
+               "decoder's floats put those prior scales on the other side of a table boundary)"
+               for what, n in self.hinted]
+        out += [f"{what}: {n} table index(es) at prior scales within {rel:.1e} of a table boundary were "
                "flipped to match the encoder (float differences between implementations or devices)"
                for what, n, rel in self.flips]
         if self.at_risk:
@@ -70,6 +75,10 @@ class EncodedImage:
     #: latent elements whose prior scale lies within :data:`NEAR_BOUNDARY` of a table threshold
     #: (known after encoding): where a decoder with other floats may pick the other table.
     at_risk: int = 0
+    #: portable-index hints (:mod:`lvae_jax.entropy.hints`): the structure's bytes and its bound
+    #: exponent (δ = 2^-exp), or None (files without hints)
+    hints: bytes | None = None
+    hint_bound_exp: int | None = None
 
 
 class Codec:
@@ -104,9 +113,11 @@ class Codec:
 
     # -- encoding -------------------------------------------------------------------------------
 
-    def encode(self, images: np.ndarray, lmb=None) -> list[EncodedImage]:
+    def encode(self, images: np.ndarray, lmb=None, hint_bound_exp: int | None = None) -> list[EncodedImage]:
         """images: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64 -> one EncodedImage each.
-        One device pass for the whole batch, then host range coding per image and latent."""
+        One device pass for the whole batch, then host range coding per image and latent.
+        ``hint_bound_exp``: also build portable-index hints for decoders whose prior scales lie
+        within 2^-exp (relative) of this encoder's (:mod:`lvae_jax.entropy.hints`)."""
         lmb = self.check_lmb(lmb)
         n, h, w, _ = images.shape
         check_image_size(self.config, h, w, batch=n, what="encode")
@@ -125,7 +136,15 @@ class Codec:
                 flat = to_coder_order(enc.pixel_symbols[k])
                 pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.engine.pixel_tables)
                 crcs.append(symbols_crc(flat))
-            out.append(EncodedImage(strings, pixels, (h // s, w // s), crcs, int(enc.at_risk[k])))
+            item = EncodedImage(strings, pixels, (h // s, w // s), crcs, int(enc.at_risk[k]))
+            if hint_bound_exp is not None:
+                parts = [(to_coder_order(sc[k], np.float32), lt) for sc in enc.scales]
+                if enc.pixel_scales is not None:
+                    parts.append((to_coder_order(enc.pixel_scales[k], np.float32),
+                                  self.engine.pixel_tables))
+                item.hints, _ = hints.encode_hints(parts, hint_bound_exp)
+                item.hint_bound_exp = int(hint_bound_exp)
+            out.append(item)
         return out
 
     # -- decoding -------------------------------------------------------------------------------
@@ -165,19 +184,25 @@ class Codec:
             raise ValueError("sampling the missing latents at temperature > 0 needs a PRNG key")
         lt = self.engine.latent_tables
         n = len(items)
+        portable = [None if it.hints is None else hints.Retrieval(it.hints) for it in items]
+        offsets = [0] * n                 # key of the next string's first element, per image
 
         def decode_latent(i, pm, pv, idx):
             if i < k:
                 z = np.empty_like(pm)
                 for j, it in enumerate(items):
                     what = f"latent block {i}" + (f" of image {j}" if n > 1 else "")
-                    if robust:
-                        sym = decode_latent_robust(it.latents[i], to_coder_order(idx[j]),
-                                                   to_coder_order(pv[j], np.float32), lt, report,
+                    ij, sj = _perturbed(idx[j], pv[j], lt, i)
+                    if portable[j] is not None:
+                        sym = _decode_hinted(it.latents[i], portable[j], offsets[j], ij, sj, lt,
+                                             it.hint_bound_exp, report, what, _crc_of(it, i))
+                    elif robust:
+                        sym = decode_latent_robust(it.latents[i], ij, sj, lt, report,
                                                    what, expected_crc=_crc_of(it, i))
                     else:
-                        sym = coder.decode(it.latents[i], to_coder_order(idx[j]), lt, verify=verify)
+                        sym = coder.decode(it.latents[i], ij, lt, verify=verify)
                     z[j] = from_coder_order(sym, pm.shape[1:]).astype(np.float32) + pm[j]
+                    offsets[j] += sj.size
                 return z
             if temperature == 0:
                 return pm
@@ -185,11 +210,13 @@ class Codec:
 
         def decode_pixels(mean, scale, idx):
             return self._decode_pixels(items, mean, scale, idx, full=(k == self.num_latents),
-                                       verify=verify, robust=robust, report=report)
+                                       verify=verify, robust=robust, report=report,
+                                       portable=portable, offsets=offsets)
 
         return self.engine.decode((n, *grid), lmb, decode_latent, decode_pixels)
 
-    def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report):
+    def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report,
+                       portable=None, offsets=None):
         """Lossless head: pixel symbols + mean (in bins of 1/127.5) -> image, exactly like the
         official ``GaussianNLLOutputNet.decompress`` and ``process_output``."""
         if not full or any(it.pixels is None for it in items):
@@ -197,15 +224,55 @@ class Codec:
         x = np.empty_like(mean)
         for j, it in enumerate(items):
             pt = self.engine.pixel_tables
-            if robust:
-                sym = decode_latent_robust(it.pixels, to_coder_order(idx[j]),
-                                           to_coder_order(scale[j], np.float32), pt, report,
+            ij, sj = _perturbed(idx[j], scale[j], pt, len(it.latents))
+            if portable is not None and portable[j] is not None:
+                sym = _decode_hinted(it.pixels, portable[j], offsets[j], ij, sj, pt,
+                                     it.hint_bound_exp, report, "pixels",
+                                     _crc_of(it, len(it.latents)))
+            elif robust:
+                sym = decode_latent_robust(it.pixels, ij, sj, pt, report,
                                            "pixels", expected_crc=_crc_of(it, len(it.latents)))
             else:
-                sym = coder.decode(it.pixels, to_coder_order(idx[j]), pt, verify=verify)
+                sym = coder.decode(it.pixels, ij, pt, verify=verify)
             x[j] = (from_coder_order(sym, mean.shape[1:]).astype(np.float32) + mean[j]) * np.float32(
                 numerics.PIXEL_BIN_SIZE)
         return numerics.process_output_host(x)
+
+
+#: Test hook: perturb every prior scale a decoder computes by a deterministic relative error
+#: uniform in ±this (0: off) before its table index is taken — a decoder on "another device".
+SCALE_PERTURBATION = 0.0
+
+
+def _perturbed(idx_hwc, scales_hwc, tables, which: int):
+    """(indexes, raw scales) of one string, flat in coder order — with :data:`SCALE_PERTURBATION`
+    applied (the indexes then recomputed on the host, bit-identical to the device rule)."""
+    idx = to_coder_order(idx_hwc)
+    sc = to_coder_order(scales_hwc, np.float32)
+    if SCALE_PERTURBATION:
+        u = np.random.default_rng([0x5CA1E, which]).uniform(-1.0, 1.0, sc.size)
+        sc = (sc.astype(np.float64) * (1.0 + SCALE_PERTURBATION * u)).astype(np.float32)
+        idx = tables.build_indexes(sc).astype(np.int32)
+    return idx, sc
+
+
+def _decode_hinted(string, structure, offset, indexes, scales, tables, bound_exp, report, what,
+                   expected_crc):
+    """Decode a string of a file with portable-index hints: the indexes corrected by the hints,
+    then the symbol checksum — exact by construction within the file's bound, else an error."""
+    fixed, n = hints.apply_hints(structure, offset, scales, indexes, tables, bound_exp)
+    if n and report is not None:
+        report.hinted.append((what, n))
+    try:
+        out = coder.decode(string, fixed, tables, verify=True)
+        if expected_crc is not None and symbols_crc(out) != expected_crc:
+            raise BitstreamError("decoded symbols do not match the encoder's checksum")
+    except BitstreamError as e:
+        raise BitstreamError(
+            f"{what}: {e} — with this file's portable-index hints, which cover decoders whose "
+            f"prior scales lie within {hints.bound(bound_exp):.2g} (relative) of the encoder's: "
+            "this decoder's floats differ more, or the file is corrupt") from None
+    return out
 
 
 def _crc_of(item: EncodedImage, i: int):

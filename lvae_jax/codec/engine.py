@@ -45,6 +45,9 @@ class EncodedLatents(NamedTuple):
     pixel_symbols: np.ndarray | None
     pixel_indexes: np.ndarray | None
     at_risk: np.ndarray | None = None
+    #: raw prior scales per latent (N, h, w, C) float32, and the lossless pixel scales
+    scales: list | None = None
+    pixel_scales: np.ndarray | None = None
 
 
 def to_coder_order(a: np.ndarray, dtype=np.int32) -> np.ndarray:
@@ -101,7 +104,7 @@ class CodecEngine:
         feature = model.initial_feature(n, h // s, w // s)
         table = jnp.asarray(self.latent_tables.scale_table)
         bound = self.latent_tables.bound
-        symbols, indexes = [], []
+        symbols, indexes, scales = [], [], []
         at_risk = jnp.zeros((n,), jnp.int32)
         for i in range(self.num_latents):
             feature, pm, pv = model.prior_step(i, feature, emb)
@@ -109,12 +112,13 @@ class CodecEngine:
             sym = numerics.quantize_symbols(qm, pm)
             symbols.append(sym)
             indexes.append(T.build_indexes_jnp(pv, table, bound))
+            scales.append(pv)
             # a threshold within ±near_boundary (relative) of the scale: the index is at risk
             lo = T.build_indexes_jnp(pv * (1.0 - self.near_boundary), table, bound)
             hi = T.build_indexes_jnp(pv * (1.0 + self.near_boundary), table, bound)
             at_risk = at_risk + jnp.sum(lo != hi, axis=(1, 2, 3), dtype=jnp.int32)
             feature = model.fuse_step(i, feature, sym.astype(jnp.float32) + pm, emb)
-        pix_sym = pix_idx = None
+        pix_sym = pix_idx = pix_scale = None
         if model.lossless:
             feature = model.tail(feature, emb)
             mean, scale = _pixel_codec_inputs(model, feature)
@@ -122,15 +126,17 @@ class CodecEngine:
             pix_sym = numerics.quantize_symbols(x, mean)
             pix_idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
                                           self.pixel_tables.bound)
-        return symbols, indexes, pix_sym, pix_idx, at_risk
+            pix_scale = scale
+        return symbols, indexes, pix_sym, pix_idx, at_risk, scales, pix_scale
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One device pass. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
         out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
-        symbols, indexes, ps, pi, risk = jax.device_get(out)
+        symbols, indexes, ps, pi, risk, scales, pscale = jax.device_get(out)
         return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
                               None if ps is None else np.asarray(ps), None if pi is None else np.asarray(pi),
-                              np.asarray(risk))
+                              np.asarray(risk), [np.asarray(x) for x in scales],
+                              None if pscale is None else np.asarray(pscale))
 
     # -- decoding -----------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""Portable table indexes (container version 2): a file decodes bit-exactly on a decoder whose
+prior scales differ from the encoder's by up to the file's hint bound, and fails loudly beyond it.
+
+"Another device" is the test hook :data:`lvae_jax.codec.core.SCALE_PERTURBATION`: every prior
+scale the decoder computes is perturbed by a deterministic relative error uniform in ±δ before
+its table index is taken. A wide bound (δ = 2⁻⁷) makes a tiny model flip hundreds of indexes, so
+that the hints are exercised, not just carried."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lvae_jax
+from lvae_jax.codec import api, container, core
+from lvae_jax.codec.core import Codec
+from lvae_jax.entropy import hints
+from lvae_jax.entropy.coder import BitstreamError
+from test_codec import TINY, _perturbed, load
+
+EXP = 7                     # δ = 1/128
+DELTA = hints.bound(EXP)
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    return {k: Codec(_perturbed(lvae_jax.build_model(TINY[k]()))) for k in ("qarv", "lossless")}
+
+
+def test_retrieval_answers_every_key_it_was_built_for():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 100, 3000):
+        keys = rng.choice(1 << 40, n, replace=False)
+        bits = rng.random(n) < 0.5
+        blob = hints.build(keys, bits)
+        assert np.array_equal(hints.Retrieval(blob).query(keys), bits)
+        if n >= 100:                                   # ~1.23 bits per key
+            assert 8 * len(blob) < 1.3 * n + 40
+    assert hints.build([], []) == b""
+
+
+def test_the_decoder_set_is_inside_the_encoder_set():
+    """Every element whose index a decoder within δ could get wrong is asked for (it is within δ
+    of a threshold by the decoder's own scale), and every element asked for is recorded (within
+    2δ by the encoder's)."""
+    from lvae_jax.entropy.tables import get_tables
+    t = get_tables("qarv_latent")
+    rng = np.random.default_rng(1)
+    enc = np.exp(rng.uniform(np.log(0.05), np.log(300), 200_000)).astype(np.float32)
+    dec = (enc * (1 + DELTA * rng.uniform(-1, 1, enc.size))).astype(np.float32)
+    flipped = t.build_indexes(enc) != t.build_indexes(dec)
+    asked, _, _ = hints.sides(dec, t, DELTA)
+    recorded, _, _ = hints.sides(enc, t, 2 * DELTA)
+    assert flipped.sum() > 100
+    assert not np.any(flipped & ~asked) and not np.any(asked & ~recorded)
+
+
+@pytest.mark.parametrize("kind", ["qarv", "lossless"])
+def test_exact_at_the_bound_and_an_error_beyond(codecs, kind, monkeypatch):
+    c = codecs[kind]
+    im = load("astronaut256.png")
+    lmb = 300.0 if kind == "qarv" else None
+    data = api.compress(c, im, lmb, hint_bound_exp=EXP)
+    h = container.read_header(data)
+    assert h.version == 2 and h.hint_bound_exp == EXP and h.hints
+    clean = api.decompress(c, data)
+    assert not any("hints" in n for n in clean.notes)        # same floats: nothing to correct
+    monkeypatch.setattr(core, "SCALE_PERTURBATION", DELTA)
+    moved = api.decompress(c, data)
+    assert sum(n for _, n in moved.report.hinted) > 20, moved.report.hinted
+    assert np.array_equal(moved.image, clean.image)          # every symbol exact
+    if kind == "lossless":
+        from lvae_jax import image as imageio
+        assert np.array_equal(imageio.to_uint8(moved.image), im)
+    monkeypatch.setattr(core, "SCALE_PERTURBATION", 8 * DELTA)
+    with pytest.raises(BitstreamError, match="portable-index hints"):
+        api.decompress(c, data)
+
+
+def test_version_1_files_still_decode(codecs):
+    c = codecs["qarv"]
+    im = load("astronaut256.png")
+    v1 = api.compress(c, im, 300.0, hint_bound_exp=None)
+    v2 = api.compress(c, im, 300.0)
+    assert container.read_header(v1).version == 1 and container.read_header(v2).version == 2
+    assert np.array_equal(api.decompress(c, v1).image, api.decompress(c, v2).image)
+    assert len(v2) > len(v1)
+
+
+def test_corrupt_hints_are_refused(codecs):
+    c = codecs["qarv"]
+    data = bytearray(api.compress(c, load("astronaut256.png"), 300.0, hint_bound_exp=EXP))
+    h = container.read_header(bytes(data))
+    at = h.header_size - 4 - len(h.hints)                    # the hint bytes, before the CRC
+    data[at + 3] ^= 0x01
+    with pytest.raises(BitstreamError, match="CRC"):
+        api.decompress(c, bytes(data))
