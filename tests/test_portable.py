@@ -95,3 +95,24 @@ def test_corrupt_hints_are_refused(codecs):
     data[at + 3] ^= 0x01
     with pytest.raises(BitstreamError, match="CRC"):
         api.decompress(c, bytes(data))
+
+
+def test_lossless_files_check_the_decoded_image(codecs):
+    """A lossless file with hints carries the CRC of the 8-bit image; a decode that differs (a
+    decoder rounding a pixel mean to the other level) is an error, not a silently lossy image.
+    Here the stored CRC is altered (and the header re-signed) to stand for such a decoder."""
+    import struct
+    import zlib
+    c = codecs["lossless"]
+    im = load("astronaut256.png")
+    data = api.compress(c, im)
+    h = container.read_header(data)
+    assert h.image_crc is not None
+    # before the header CRC: image CRC, bound exponent, varint length, hints
+    at = h.header_size - 4 - len(h.hints) - len(hints._varint(len(h.hints))) - 1 - 4
+    assert struct.unpack_from("<I", data, at)[0] == h.image_crc
+    head = bytearray(data[: h.header_size - 4])
+    struct.pack_into("<I", head, at, h.image_crc ^ 1)
+    forged = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[h.header_size:]
+    with pytest.raises(BitstreamError, match="not lossless"):
+        api.decompress(c, forged)

@@ -141,7 +141,8 @@ def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
             lmb=None if lmb is None else float(lmb), image_size=tuple(image_size), stride=cfg.max_stride,
             latent_strings=[[s] for s in enc.latents],
             pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs,
-            hints=enc.hints, hint_bound_exp=enc.hint_bound_exp)
+            hints=enc.hints, hint_bound_exp=enc.hint_bound_exp,
+            image_crc=enc.image_crc if enc.hints is not None else None)
     if cfg.family == "qarv":
         body = formats.write_qarv_body(lmb, enc.grid, enc.latents)
         return formats.write_qarv_file(tuple(image_size), body)
@@ -172,6 +173,7 @@ class ParsedFile:
     lossless: bool = False
     hints: bytes | None = None
     hint_bound_exp: int | None = None
+    image_crc: int | None = None
 
 
 def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
@@ -196,7 +198,7 @@ def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
         crcs = list(h.symbol_crcs) if h.symbol_crcs is not None else None
         return ParsedFile("lvae", h.image_size, h.latent_grid, h.lmb, strings, pixels,
                           h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless,
-                          h.hints, h.hint_bound_exp)
+                          h.hints, h.hint_bound_exp, h.image_crc)
     if kind == "qres-official":
         f = formats.read_qres_file(data)
         if f.batch != 1:
@@ -269,7 +271,7 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
         notes.append(f"decoded {k} of {codec.num_latents} latent blocks; the rest "
                      + ("at the prior mean" if temperature == 0 else f"sampled at temperature {temperature:g}"))
     item = EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs,
-                        hints=p.hints, hint_bound_exp=p.hint_bound_exp)
+                        hints=p.hints, hint_bound_exp=p.hint_bound_exp, image_crc=p.image_crc)
     report = DecodeReport()
     img = codec.decode([item], p.lmb, num_blocks=k, temperature=temperature, key=key,
                        verify=verify, robust=verify, report=report)[0]

@@ -89,6 +89,8 @@ class ContainerHeader:
     #: portable-index hints (version 2): the bound exponent (δ = 2^-exp) and the structure
     hint_bound_exp: int | None = None
     hints: bytes | None = None
+    #: lossless files with hints: CRC32 of the decoded 8-bit (padded) image
+    image_crc: int | None = None
 
     @property
     def num_chunks(self) -> int:
@@ -149,12 +151,14 @@ class PartialFile:
 
 def write_container(*, model_name: str, model_id: bytes, lmb: float | None, image_size,
                     stride: int, latent_strings, pixel_strings=None, symbol_crcs=None,
-                    hints: bytes | None = None, hint_bound_exp: int | None = None) -> bytes:
+                    hints: bytes | None = None, hint_bound_exp: int | None = None,
+                    image_crc: int | None = None) -> bytes:
     """Build a container. ``latent_strings[i][b]``: rANS string of latent block i, image b (in
     decoding order); ``pixel_strings[b]`` for the lossless model; ``lmb`` None for fixed-rate
     models; ``symbol_crcs``: optional CRC32 of each chunk's symbols, in chunk order
     (:func:`symbols_crc`); ``hints``/``hint_bound_exp``: portable-index hints of a one-image file
-    (version 2, :mod:`lvae_jax.entropy.hints`; needs the symbol CRCs). The latent grid is
+    (version 2, :mod:`lvae_jax.entropy.hints`; needs the symbol CRCs); ``image_crc``: with hints,
+    the lossless model's CRC32 of the decoded 8-bit (padded) image. The latent grid is
     ``ceil(image_size / stride)``. The result is read back and checked before it is returned."""
     if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
         raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
@@ -208,6 +212,10 @@ def write_container(*, model_name: str, model_id: bytes, lmb: float | None, imag
         if not (isinstance(hint_bound_exp, int) and 1 <= hint_bound_exp <= 60):
             raise ValueError(f"hint bound exponent must be in 1..60, got {hint_bound_exp!r}")
         from lvae_jax.entropy.hints import _varint
+        if (image_crc is None) == (pixel_strings is not None):
+            raise ValueError("a lossless file with hints needs its image CRC (and only it)")
+        if image_crc is not None:
+            table += _CRC.pack(int(image_crc))
         table += bytes([hint_bound_exp]) + _varint(len(hints)) + bytes(hints)
         flags |= FLAG_HINTS
         version = 2
@@ -290,10 +298,13 @@ def read_header(data) -> ContainerHeader:
     lossless = bool(flags & FLAG_LOSSLESS)
     entry = _CHUNK_SYM if flags & FLAG_SYMBOL_CRC else _CHUNK
     n_chunks = batch * (num_latents + lossless)
-    hint_exp = hint_blob = None
+    hint_exp = hint_blob = image_crc = None
     if flags & FLAG_HINTS:
         from lvae_jax.entropy.hints import HintError, read_varint
         at = pos + entry.size * n_chunks
+        if lossless and at + 4 <= len(head):
+            (image_crc,) = _CRC.unpack_from(head, at)
+            at += 4
         if not flags & FLAG_SYMBOL_CRC or batch != 1 or at + 2 > len(head):
             _fail("portable-index hints without symbol CRCs, in a batch, or truncated (corrupt)")
         hint_exp = head[at]
@@ -322,7 +333,7 @@ def read_header(data) -> ContainerHeader:
     return ContainerHeader(version, name, bytes(mid), None if math.isnan(lmb) else float(lmb), (h, w),
                            batch, stride, (gh, gw), num_latents, lossless, tuple(lengths),
                            tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None,
-                           hint_exp, hint_blob)
+                           hint_exp, hint_blob, image_crc)
 
 
 def _walk_chunks(data, header: ContainerHeader):

@@ -79,6 +79,8 @@ class EncodedImage:
     #: exponent (δ = 2^-exp), or None (files without hints)
     hints: bytes | None = None
     hint_bound_exp: int | None = None
+    #: lossless model: CRC32 of the (padded) 8-bit image the decoder must reproduce, or None
+    image_crc: int | None = None
 
 
 class Codec:
@@ -137,6 +139,8 @@ class Codec:
                 pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.engine.pixel_tables)
                 crcs.append(symbols_crc(flat))
             item = EncodedImage(strings, pixels, (h // s, w // s), crcs, int(enc.at_risk[k]))
+            if pixels is not None:
+                item.image_crc = image_crc(images[k])
             if hint_bound_exp is not None:
                 parts = [(to_coder_order(sc[k], np.float32), lt) for sc in enc.scales]
                 if enc.pixel_scales is not None:
@@ -213,7 +217,16 @@ class Codec:
                                        verify=verify, robust=robust, report=report,
                                        portable=portable, offsets=offsets)
 
-        return self.engine.decode((n, *grid), lmb, decode_latent, decode_pixels)
+        out = self.engine.decode((n, *grid), lmb, decode_latent, decode_pixels)
+        if self.model.lossless and k == self.num_latents:
+            for j, it in enumerate(items):
+                if it.image_crc is not None and image_crc(out[j]) != it.image_crc:
+                    raise BitstreamError(
+                        "the decoded image does not match the encoder's lossless checksum: this "
+                        "decoder's float path rounds the pixel mean to the other 8-bit level at "
+                        "some pixels (docs/cross_implementation.md) — the file is intact, but "
+                        "this decode is not lossless")
+        return out
 
     def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report,
                        portable=None, offsets=None):
@@ -273,6 +286,13 @@ def _decode_hinted(string, structure, offset, indexes, scales, tables, bound_exp
             f"prior scales lie within {hints.bound(bound_exp):.2g} (relative) of the encoder's: "
             "this decoder's floats differ more, or the file is corrupt") from None
     return out
+
+
+def image_crc(image) -> int:
+    """CRC32 of an (H, W, 3) image in [0, 1] as 8-bit values (HWC, row-major)."""
+    import zlib
+    from lvae_jax.image import to_uint8
+    return zlib.crc32(np.ascontiguousarray(to_uint8(image)).tobytes())
 
 
 def _crc_of(item: EncodedImage, i: int):
