@@ -53,7 +53,7 @@ def _images(shared: Path) -> list[Path]:
     return out
 
 
-def encode_all(work: Path, shared: Path, models) -> dict:
+def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -> dict:
     from cross_implementation import _converted_model
     from lvae_jax.codec import api
     from lvae_jax.codec.core import Codec
@@ -70,7 +70,7 @@ def encode_all(work: Path, shared: Path, models) -> dict:
         for img in _images(shared):
             im = load_rgb8(img)[0]
             tag = f"{name}_{'lossless' if lmb is None and 'lossless' in name else lmb}_{img.stem}"
-            v2 = api.compress(codec, im, lmb)
+            v2 = api.compress(codec, im, lmb, **({} if bound_exp is None else {"hint_bound_exp": bound_exp}))
             v1 = api.compress(codec, im, lmb, hint_bound_exp=None)
             (work / f"{tag}.v2").write_bytes(v2)
             (work / f"{tag}.v1").write_bytes(v1)
@@ -157,13 +157,17 @@ def main(argv=None) -> int:
                    default=Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared")) / "images")
     p.add_argument("--models", nargs="+", default=sorted({m for m, _ in CASES}))
     p.add_argument("--decoders", nargs="+", default=list(DECODERS))
+    p.add_argument("--bound-exp", type=int, help="hint bound exponent (default: the library's)")
+    p.add_argument("--sizes-only", action="store_true", help="encode and report sizes, no decoders")
     p.add_argument("--json")
     p.add_argument("--worker", nargs=2, metavar=("JOB", "DECODER"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(*args.worker)
     with tempfile.TemporaryDirectory(prefix="lvae_portable_") as d:
-        job = encode_all(Path(d), args.shared_images, args.models)
+        job = encode_all(Path(d), args.shared_images, args.models, args.bound_exp)
+        if args.sizes_only:
+            args.decoders = []
         jp = Path(d) / "job.json"
         jp.write_text(json.dumps(job))
         results = {}

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from lvae_jax.entropy import hints
 import pytest
 from PIL import Image
 
@@ -217,7 +219,9 @@ def test_fixed_rate_directories_make_one_curve(qres_run, models, folders, capsys
         for r in recs[k]:
             h, w = r["height"], r["width"]
             assert r["bpp"] == 8 * r["bytes"] / (h * w)
-            assert r["header_bytes"] == 55 + len("tiny_qres") + 12 * 2    # docs/bitstream.md
+            n = r["hint_bytes"]        # the hint section: exponent, varint length, structure
+            hint_section = 1 + len(hints._varint(n)) + n if n else 0
+            assert r["header_bytes"] == 55 + len("tiny_qres") + 12 * 2 + hint_section  # docs/bitstream.md
         assert data["results"]["bpp"][k] == pytest.approx(np.mean([r["bpp"] for r in recs[k]]))
         assert data["results"]["psnr"][k] == pytest.approx(np.mean([r["psnr"] for r in recs[k]]))
     # a λ choice for fixed-rate models is refused

@@ -175,6 +175,12 @@ class ParsedFile:
     hint_bound_exp: int | None = None
     image_crc: int | None = None
 
+    def encoded(self) -> EncodedImage:
+        """What :meth:`Codec.decode` takes: the strings and every check the file carries."""
+        return EncodedImage(self.latents, self.pixels, tuple(self.grid), self.symbol_crcs,
+                            hints=self.hints, hint_bound_exp=self.hint_bound_exp,
+                            image_crc=self.image_crc)
+
 
 def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
     """Recognise and parse a file; raises :class:`BitstreamError` with a clear message."""
@@ -270,8 +276,7 @@ def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temp
     if k < codec.num_latents:
         notes.append(f"decoded {k} of {codec.num_latents} latent blocks; the rest "
                      + ("at the prior mean" if temperature == 0 else f"sampled at temperature {temperature:g}"))
-    item = EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs,
-                        hints=p.hints, hint_bound_exp=p.hint_bound_exp, image_crc=p.image_crc)
+    item = p.encoded()
     report = DecodeReport()
     img = codec.decode([item], p.lmb, num_blocks=k, temperature=temperature, key=key,
                        verify=verify, robust=verify, report=report)[0]

@@ -18,7 +18,8 @@ The file layout is a choice (``fmt``):
   chunk and per chunk's symbols) of 55 + n + 12·C bytes (n: model-name length, C: strings), e.g.
   172 bytes for qarv_base against the 51 of the official QARV layout.
 
-Each per-image record also gives ``header_bytes`` = file size − coded strings.
+Each per-image record also gives ``header_bytes`` = file size − coded strings (``hint_bytes`` of it:
+the portable-index hints of a version-2 container).
 
 λ (``lambdas_for``): a variable-rate model (QARV) takes the given list, or ``num`` values
 ``exp(linspace(log lo, log hi, num))`` over its range (``eval-var-rate.py``: 16 values over
@@ -223,13 +224,13 @@ def decode_files(codec, files: Sequence[bytes]):
     :func:`lvae_jax.codec.api.decompress`: the same parsing, model check and verified decoding).
     Returns (images cropped to their sizes, float32 [0, 1]; parsed files; decode notes)."""
     from lvae_jax.codec import api
-    from lvae_jax.codec.core import DecodeReport, EncodedImage
+    from lvae_jax.codec.core import DecodeReport
     parsed = [api.parse(d) for d in files]
     for p in parsed:
         api.check_model(codec, p)
     if len({tuple(p.grid) for p in parsed}) != 1 or len({p.lmb for p in parsed}) != 1:
         raise EvalError("decode_files: files of one latent grid and one λ only")
-    items = [EncodedImage(p.latents, p.pixels, tuple(p.grid), p.symbol_crcs) for p in parsed]
+    items = [p.encoded() for p in parsed]
     report = DecodeReport()
     out = codec.decode(items, parsed[0].lmb, report=report)
     images = [x[:p.image_size[0], :p.image_size[1]] for x, p in zip(out, parsed)]
@@ -244,7 +245,8 @@ def _image_record(im: EvalImage, data: bytes, parsed, decoded: np.ndarray, lossl
         raise RuntimeError(f"{im.name}: decoded {decoded.shape}, expected {im.pixels.shape}")
     payload = sum(len(s) for s in parsed.latents) + len(parsed.pixels or b"")
     rec: dict[str, Any] = {"image": im.name, "height": h, "width": w, "bytes": len(data),
-                           "header_bytes": len(data) - payload, "bpp": 8.0 * len(data) / (h * w)}
+                           "header_bytes": len(data) - payload, "bpp": 8.0 * len(data) / (h * w),
+                           "hint_bytes": len(parsed.hints or b"")}
     if lossless:
         rec["bpsp"] = rec["bpp"] / 3.0
         rec["exact"] = bool(np.array_equal(to_uint8(decoded), im.pixels))
