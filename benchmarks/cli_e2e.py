@@ -98,15 +98,22 @@ def parse_size(text: str):
     return h, w
 
 
-def bench_model(name: str, args, work: Path) -> dict:
-    py, opy, src = sys.executable, args.official_python, args.official_src
+def prepare_model(name: str, args, work: Path) -> tuple[Path, Path]:
+    """The official model with its own initialisation saved as ``.pt`` and converted with
+    ``python -m convert`` (not timed). -> (.pt path, model directory)."""
     pt = work / f"{name}.pt"
-    _timed([opy, "-c", OFFICIAL_SAVE, name, pt], env=_env(src=src))
+    _timed([args.official_python, "-c", OFFICIAL_SAVE, name, pt], env=_env(src=args.official_src))
     mdir = work / f"{name}_jax"
-    conv = [py, "-m", "convert", "--torch-ckpt", pt, "--out", mdir, "--model", name]
+    conv = [sys.executable, "-m", "convert", "--torch-ckpt", pt, "--out", mdir, "--model", name]
     if name.startswith("qres") and "lossless" not in name:
         conv += ["--lmb", "64"]
     _timed(conv)
+    return pt, mdir
+
+
+def bench_model(name: str, args, work: Path) -> dict:
+    py, opy, src = sys.executable, args.official_python, args.official_src
+    pt, mdir = prepare_model(name, args, work)
     img, img2 = _image(work / "a.png", args.size), _image(work / "b.png", args.size2)
     lmb = ["--lmb", str(BENCH_LMB)] if name.startswith(("qarv", "rd")) else []
     cache = work / f"cache-{name}" / "xla"

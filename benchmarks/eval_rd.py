@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_e2e import BENCH_LMB, OFFICIAL_SAVE, REPO, _env, _timed, parse_size  # noqa: E402
+from cli_e2e import BENCH_LMB, REPO, _env, _timed, parse_size, prepare_model  # noqa: E402
 
 OFFICIAL_LOOP = textwrap.dedent("""
     import math, sys, tempfile
@@ -88,13 +88,7 @@ def make_images(folder: Path, n: int, size) -> Path:
 
 def bench(name: str, args, work: Path) -> dict:
     py, opy, src = sys.executable, args.official_python, args.official_src
-    pt = work / f"{name}.pt"
-    _timed([opy, "-c", OFFICIAL_SAVE, name, pt], env=_env(src=src))
-    mdir = work / f"{name}_jax"
-    conv = [py, "-m", "convert", "--torch-ckpt", pt, "--out", mdir, "--model", name]
-    if name.startswith("qres") and "lossless" not in name:
-        conv += ["--lmb", "64"]
-    _timed(conv)
+    pt, mdir = prepare_model(name, args, work)
     images = make_images(work / "images", args.num_images, args.size)
     lmb = ["--lambdas", str(BENCH_LMB)] if name.startswith(("qarv", "rd")) else []
     jenv = _env({"LVAE_CACHE_DIR": str(work / f"cache-{name}" / "xla")})
