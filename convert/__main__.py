@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from lvae_jax.commands import Program, UsageError, arg, group
 
 EPILOG = """\
 official checkpoints (PyTorch, {"model": state_dict}), published by the lossy-vae authors at
@@ -27,58 +28,64 @@ torch.load(weights_only=True); trainer checkpoints with optimizer state are acce
 """
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0],
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fwd = p.add_argument_group("official .pt -> lvae-jax")
-    fwd.add_argument("--torch-ckpt", type=Path, help="official PyTorch checkpoint (.pt)")
-    fwd.add_argument("--out", type=Path, help="output model directory (default: <ckpt stem>_jax)")
-    fwd.add_argument("--model", help="official model name; default: detected from keys and shapes")
-    fwd.add_argument("--lmb", type=float, help="QRes λ (default: from a '-lmbN' file name, else the official default)")
-    fwd.add_argument("--lmb-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                     help="QARV/rd λ range (default: the official one)")
-    rev = p.add_argument_group("lvae-jax -> official .pt")
-    rev.add_argument("--from-orbax", type=Path, help="lvae-jax model directory")
-    rev.add_argument("--to-torch", type=Path, help="output .pt ({'model': state_dict}, loads with strict=True)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output (a model directory only, never the input)")
-    fwd.add_argument("--allow-nonfinite", action="store_true",
-                     help="convert weights that hold NaN/Inf (refused by default)")
-    args = p.parse_args(argv)
+ARGS = (
+    group(
+        arg("--torch-ckpt", type=Path, help="official PyTorch checkpoint (.pt)"),
+        arg("--out", type=Path, help="output model directory (default: <ckpt stem>_jax)"),
+        arg("--model", help="official model name; default: detected from keys and shapes"),
+        arg("--lmb", type=float,
+            help="QRes λ (default: from a '-lmbN' file name, else the official default)"),
+        arg("--lmb-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+            help="QARV/rd λ range (default: the official one)"),
+        arg("--allow-nonfinite", action="store_true",
+            help="convert weights that hold NaN/Inf (refused by default)"),
+        title="official .pt -> lvae-jax"),
+    group(
+        arg("--from-orbax", type=Path, help="lvae-jax model directory"),
+        arg("--to-torch", type=Path,
+            help="output .pt ({'model': state_dict}, loads with strict=True)"),
+        title="lvae-jax -> official .pt"),
+    arg("--overwrite", action="store_true",
+        help="replace an existing output (a model directory only, never the input)"),
+)
 
-    from lvae_jax.checkpoint.orbax_io import CheckpointError
+
+def run(args) -> int:
+    """Convert in the direction the arguments name."""
     from lvae_jax.checkpoint.torch_io import (ConversionError, convert_orbax_to_torch,
                                               convert_torch_to_orbax)
-    try:
-        if args.torch_ckpt is not None:
-            if args.from_orbax or args.to_torch:
-                p.error("use either --torch-ckpt or --from-orbax/--to-torch")
-            out = args.out or Path(args.torch_ckpt.stem + "_jax")
-            inside = Path(args.torch_ckpt).resolve().is_relative_to(Path(out).resolve())
-            if inside and Path(out).exists():
-                raise ConversionError(f"--out {out} holds the input {args.torch_ckpt}: refusing to "
-                                      "replace it")
-            res = convert_torch_to_orbax(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
-                                         lmb_range=args.lmb_range, overwrite=args.overwrite,
-                                         allow_nonfinite=args.allow_nonfinite)
-            print(f"detected model: {res.config.name} {res.config.args}")
-            for n in res.notes:
-                print(f"note: {n}")
-            print(f"wrote {res.out_dir}")
-        elif args.from_orbax is not None:
-            if args.to_torch is None:
-                p.error("--from-orbax needs --to-torch OUT.pt")
-            if Path(args.to_torch).resolve().is_relative_to(Path(args.from_orbax).resolve()):
-                raise ConversionError(f"--to-torch {args.to_torch} is inside the input "
-                                      f"{args.from_orbax}")
-            out = convert_orbax_to_torch(args.from_orbax, args.to_torch, overwrite=args.overwrite)
-            print(f"wrote {out}")
-        else:
-            p.error("nothing to do: give --torch-ckpt X.pt or --from-orbax DIR --to-torch OUT.pt")
-    except (ConversionError, CheckpointError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.torch_ckpt is not None:
+        if args.from_orbax or args.to_torch:
+            raise UsageError("use either --torch-ckpt or --from-orbax/--to-torch")
+        out = args.out or Path(args.torch_ckpt.stem + "_jax")
+        inside = Path(args.torch_ckpt).resolve().is_relative_to(Path(out).resolve())
+        if inside and Path(out).exists():
+            raise ConversionError(f"--out {out} holds the input {args.torch_ckpt}: refusing to "
+                                  "replace it")
+        res = convert_torch_to_orbax(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
+                                     lmb_range=args.lmb_range, overwrite=args.overwrite,
+                                     allow_nonfinite=args.allow_nonfinite)
+        print(f"detected model: {res.config.name} {res.config.args}")
+        for n in res.notes:
+            print(f"note: {n}")
+        print(f"wrote {res.out_dir}")
+    elif args.from_orbax is not None:
+        if args.to_torch is None:
+            raise UsageError("--from-orbax needs --to-torch OUT.pt")
+        if Path(args.to_torch).resolve().is_relative_to(Path(args.from_orbax).resolve()):
+            raise ConversionError(f"--to-torch {args.to_torch} is inside the input "
+                                  f"{args.from_orbax}")
+        print(f"wrote {convert_orbax_to_torch(args.from_orbax, args.to_torch, overwrite=args.overwrite)}")
+    else:
+        raise UsageError("nothing to do: give --torch-ckpt X.pt or --from-orbax DIR --to-torch OUT.pt")
     return 0
+
+
+PROGRAM = Program("python -m convert", __doc__.splitlines()[0], ARGS, run, epilog=EPILOG)
+
+
+def main(argv=None) -> int:
+    return PROGRAM.main(argv)
 
 
 if __name__ == "__main__":

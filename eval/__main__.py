@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+
+from lvae_jax.commands import CommandSet, UsageError, arg
 
 EXAMPLES = """\
 examples:
@@ -32,38 +33,10 @@ a degenerate, non-overlapping or other-test-set curve).
 BD_METHODS = ("cubic", "pchip", "akima")   # lvae_jax.evaluation.bd_rate.METHODS
 
 
-class Arg(NamedTuple):
-    flags: tuple[str, ...]
-    kwargs: dict[str, Any]
-
-
-def arg(*flags: str, **kwargs: Any) -> Arg:
-    """One ``add_argument(*flags, **kwargs)`` of a subcommand."""
-    return Arg(flags, kwargs)
-
-
-class Command(NamedTuple):
-    help: str
-    args: tuple[Arg, ...]
-    run: Callable[[argparse.Namespace], int]
-
-
-#: Subcommands in ``--help`` order: name -> (one-line help, arguments, function).
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str, help: str, *args: Arg):
-    """Register the decorated ``fn(args) -> exit status`` as subcommand ``name``."""
-    def register(fn):
-        if name in COMMANDS:
-            raise ValueError(f"subcommand {name!r} is registered twice")
-        COMMANDS[name] = Command(help, args, fn)
-        return fn
-    return register
-
-
-class UsageError(Exception):
-    """Bad command-line input (exit status 2)."""
+#: Subcommands in ``--help`` order (the :mod:`lvae_jax.commands` style).
+CLI = CommandSet("python -m eval", "", epilog=EXAMPLES)
+COMMANDS = CLI.commands
+command = CLI.command
 
 
 # ===================================================================== bd-rate
@@ -456,8 +429,12 @@ def estimate_command(args) -> int:
 
 # ===================================================================== speed
 def benchmark_script() -> Path:
-    """The codec benchmark that ``speed`` runs (benchmarks/codec.py of the checkout)."""
-    return Path(__file__).resolve().parents[1] / "benchmarks" / "codec.py"
+    """The codec benchmark that ``speed`` runs: ``$LVAE_BENCHMARKS/codec.py``, else
+    ``benchmarks/codec.py`` of the current directory (the repository's root; the benchmarks are
+    not part of the installed package)."""
+    import os
+    root = os.environ.get("LVAE_BENCHMARKS")
+    return (Path(root) if root else Path.cwd() / "benchmarks") / "codec.py"
 
 
 #: Models the codec benchmark times (official architectures, random weights).
@@ -522,40 +499,24 @@ def speed_command(args) -> int:
 
     script = benchmark_script()
     if not script.is_file():
-        raise UsageError(f"speed runs the codec benchmark {script}, which is not in this "
-                         "checkout (it ships with the repository's benchmarks/ folder)")
+        raise UsageError(f"speed runs the codec benchmark {script}, which is not there: run it "
+                         "from the repository's root (the benchmarks/ folder ships with the "
+                         "repository, not the package), or set LVAE_BENCHMARKS=DIR")
     argv = speed_argv(args)
     sys.stdout.flush()
     return subprocess.call([sys.executable, str(script), *argv], cwd=script.parents[1])
 
 
 # ===================================================================== main
-def build_parser() -> argparse.ArgumentParser:
-    doc = (__doc__ or "").strip().splitlines()
-    parser = argparse.ArgumentParser(
-        prog="python -m eval", description="\n".join(doc),
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.run.__doc__ or cmd.help)
-        for a in cmd.args:
-            p.add_argument(*a.flags, **a.kwargs)
-    return parser
+CLI.description = (__doc__ or "").strip()
+
+
+def build_parser():
+    return CLI.parser()
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command].run(args)
-    except UsageError as e:
-        print(f"python -m eval {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as e:
-        # RDFormatError, BDError, ImageSetError, ImageError, CodecUnavailable, bad values...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return CLI.main(argv)
 
 
 if __name__ == "__main__":

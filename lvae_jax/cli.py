@@ -1,4 +1,6 @@
-"""Subcommands of ``python -m lvae_jax``: each is ``(help, add_arguments(parser), run(args))``.
+"""The subcommands of ``python -m lvae_jax`` (:data:`COMMANDS`, in the style of
+:mod:`lvae_jax.commands`): quickstart, compress, decompress, the generative tools
+(:mod:`lvae_jax.generative.cli`) and doctor.
 
 Nothing heavy is imported here; JAX and the model load when a command runs. Bad input (a
 corrupt file, a wrong model, an unreadable image) ends with one ``error:`` line and exit status 2.
@@ -6,22 +8,45 @@ corrupt file, a wrong model, an unreadable image) ends with one ``error:`` line 
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
+from lvae_jax.commands import CommandSet, arg, group
 
-def _model_args(p, lmb_help: str | None = None):
-    p.add_argument("--ckpt", metavar="DIR",
-                   help="model directory (from python -m convert or training); default: the embedded "
-                        "demo model")
-    p.add_argument("--model", metavar="NAME", help="expected model name (checked against DIR)")
-    p.add_argument("--max-memory", metavar="SIZE",
-                   help="memory an image may need (e.g. 8G; 0 = no check; default 80%% of the "
-                        "available memory, or LVAE_MAX_MEMORY); larger inputs are refused before "
-                        "any allocation")
+
+def _before(args) -> None:
+    """Before every command: the persistent compilation cache, the memory limit."""
+    if args.command != "doctor":
+        from lvae_jax.runtime import enable_compilation_cache
+        enable_compilation_cache()
+    if getattr(args, "max_memory", None):
+        from lvae_jax.limits import set_memory_limit
+        set_memory_limit(args.max_memory)
+
+
+COMMANDS = CommandSet("python -m lvae_jax", "The lvae-jax command line.",
+                      epilog="python -m lvae_jax quickstart   # offline demo on embedded images "
+                             "and model\npython -m lvae_jax doctor       # check the installation",
+                      before=_before)
+command = COMMANDS.command
+
+
+def _model_args(lmb_help: str | None = None) -> tuple:
+    out = (
+        arg("--ckpt", metavar="DIR",
+            help="model directory (from python -m convert or training); default: the embedded "
+                 "demo model"),
+        arg("--model", metavar="NAME", help="expected model name (checked against DIR)"),
+        arg("--max-memory", metavar="SIZE",
+            help="memory an image may need (e.g. 8G; 0 = no check; default 80%% of the "
+                 "available memory, or LVAE_MAX_MEMORY); larger inputs are refused before "
+                 "any allocation"),
+    )
     if lmb_help:
-        p.add_argument("--lmb", type=float, metavar="λ", help=lmb_help)
+        out += (arg("--lmb", type=float, metavar="λ", help=lmb_help),)
+    return out
 
 
 def _load_codec(args):
@@ -44,39 +69,6 @@ def _finite(args, *names) -> None:
             raise ValueError(f"--{n.replace('_', '-')} must be a finite number, got {v}")
 
 
-def _out_of_memory(e) -> str | None:
-    text = str(e)
-    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
-        return ("out of memory: the input is too large for this machine (the size check estimated "
-                "it would fit; lower --max-memory / LVAE_MAX_MEMORY to be stricter, or use a "
-                "smaller image)")
-    return None
-
-
-def _guard(fn):
-    def run(args) -> int:
-        from lvae_jax.checkpoint.orbax_io import CheckpointError
-        from lvae_jax.codec.engine import CodecUnsupported
-        from lvae_jax.entropy.coder import BitstreamError
-        from lvae_jax.image import ImageError
-        try:
-            if getattr(args, "max_memory", None):
-                from lvae_jax.limits import set_memory_limit
-                set_memory_limit(args.max_memory)
-            return fn(args) or 0
-        except (BitstreamError, CheckpointError, ImageError, CodecUnsupported, ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except Exception as e:           # JAX's out-of-memory, MemoryError: explained, one line
-            why = _out_of_memory(e)
-            if why is None:
-                raise
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-    run.__doc__ = fn.__doc__
-    return run
-
-
 def _psnr(a, b) -> float:
     from lvae_jax.evaluation.metrics import psnr
     return float(psnr(a, b))
@@ -86,6 +78,7 @@ def _psnr(a, b) -> float:
 
 
 def _doctor(args) -> int:
+    """Print versions, devices and the range coder's self-check."""
     from lvae_jax.doctor import run
     return run()
 
@@ -93,29 +86,24 @@ def _doctor(args) -> int:
 # -- compress ----------------------------------------------------------------------------------
 
 
-def _compress_args(p):
-    p.add_argument("input", type=Path, help="image (any format Pillow reads)")
-    p.add_argument("output", type=Path, help="output bitstream file")
-    _model_args(p, "λ of a variable-rate model (qarv_base: 16..2048; larger = better quality, bigger "
-                   "file). Required for variable-rate models unless a target size is given")
-    p.add_argument("--format", choices=("lvae", "official"), default="lvae",
-                   help="lvae: checked container (default); official: the official file layout "
-                        "(QARV struct / QRes pickle) that the official decompress_file reads")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--target-bpp", type=float, help="search λ for this many bits per pixel (±2 %%)")
-    g.add_argument("--target-bytes", type=int, help="search λ for a file of this many bytes (±2 %%)")
-    p.add_argument("--alpha", choices=("refuse", "drop"), default="refuse",
-                   help="what to do with a non-opaque alpha channel (default: refuse)")
-    p.add_argument("--tile", type=_tile_arg, default="auto", metavar="N|auto|none",
-                   help="code the image as independent N×N tiles (N a multiple of 64), in the "
-                        "memory of one tile; auto (default): only images with a side above 4096 "
-                        "px (in tiles of at most 4096) or that would not fit --max-memory; none: "
-                        "never (lvae format only)")
-    p.add_argument("--overwrite", action="store_true")
+def _quickstart(args) -> int:
+    """Offline: compress and decompress sample images with the embedded demo model (or --ckpt),
+    the RD curve vs JPEG and a labelled side-by-side PNG."""
+    from lvae_jax import quickstart
+    return quickstart.run(args)
+
+
+def _register_quickstart() -> None:
+    from lvae_jax import quickstart
+    COMMANDS.command("quickstart", "offline demo: compress/decompress sample images with the "
+                     "embedded demo model, RD curve vs JPEG, side-by-side PNG",
+                     *quickstart.ARGS)(_quickstart)
+
+
+_register_quickstart()
 
 
 def _tile_arg(text: str):
-    import argparse
     if text in ("auto", "none"):
         return None if text == "none" else text
     try:
@@ -127,7 +115,27 @@ def _tile_arg(text: str):
     return n
 
 
-@_guard
+@command(
+    "compress", "compress an image",
+    arg("input", type=Path, help="image (any format Pillow reads)"),
+    arg("output", type=Path, help="output bitstream file"),
+    *_model_args("λ of a variable-rate model (qarv_base: 16..2048; larger = better quality, "
+                 "bigger file). Required for variable-rate models unless a target size is given"),
+    arg("--format", choices=("lvae", "official"), default="lvae",
+        help="lvae: checked container (default); official: the official file layout "
+             "(QARV struct / QRes pickle) that the official decompress_file reads"),
+    group(arg("--target-bpp", type=float, help="search λ for this many bits per pixel (±2 %%)"),
+          arg("--target-bytes", type=int, help="search λ for a file of this many bytes (±2 %%)"),
+          exclusive=True),
+    arg("--alpha", choices=("refuse", "drop"), default="refuse",
+        help="what to do with a non-opaque alpha channel (default: refuse)"),
+    arg("--tile", type=_tile_arg, default="auto", metavar="N|auto|none",
+        help="code the image as independent N×N tiles (N a multiple of 64), in the "
+             "memory of one tile; auto (default): only images with a side above 4096 "
+             "px (in tiles of at most 4096) or that would not fit --max-memory; none: "
+             "never (lvae format only)"),
+    arg("--overwrite", action="store_true"),
+)
 def _compress(args) -> int:
     """Compress an image into a bitstream file."""
     from lvae_jax.codec import api, tiles
@@ -184,25 +192,24 @@ def _compress(args) -> int:
 # -- decompress --------------------------------------------------------------------------------
 
 
-def _decompress_args(p):
-    p.add_argument("input", type=Path, help="bitstream (lvae container, tiled or not, or an "
-                                            "official QARV/QRes file)")
-    p.add_argument("output", type=Path, help="output PNG")
-    _model_args(p)
-    p.add_argument("--blocks", type=int, metavar="K",
-                   help="progressive: decode only the first K latent blocks; the rest from the prior")
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="prior temperature of the latents not decoded (default 0: the prior mean)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed for --temperature > 0")
-    p.add_argument("--partial", action="store_true",
-                   help="accept a truncated lvae container and decode the latent blocks it still holds")
-    p.add_argument("--original", type=Path, help="the original image, to print the PSNR")
-    p.add_argument("--strip", type=Path, metavar="PNG",
-                   help="also write the coarse-to-fine strip (decoding 0..L latent blocks)")
-    p.add_argument("--overwrite", action="store_true")
-
-
-@_guard
+@command(
+    "decompress", "decompress a bitstream (lvae, official QARV or official QRes layout)",
+    arg("input", type=Path, help="bitstream (lvae container, tiled or not, or an official "
+                                 "QARV/QRes file)"),
+    arg("output", type=Path, help="output PNG"),
+    *_model_args(),
+    arg("--blocks", type=int, metavar="K",
+        help="progressive: decode only the first K latent blocks; the rest from the prior"),
+    arg("--temperature", type=float, default=0.0,
+        help="prior temperature of the latents not decoded (default 0: the prior mean)"),
+    arg("--seed", type=int, default=0, help="PRNG seed for --temperature > 0"),
+    arg("--partial", action="store_true",
+        help="accept a truncated lvae container and decode the latent blocks it still holds"),
+    arg("--original", type=Path, help="the original image, to print the PSNR"),
+    arg("--strip", type=Path, metavar="PNG",
+        help="also write the coarse-to-fine strip (decoding 0..L latent blocks)"),
+    arg("--overwrite", action="store_true"),
+)
 def _decompress(args) -> int:
     """Decompress a bitstream file (any of the three layouts) into a PNG."""
     import jax
@@ -252,31 +259,13 @@ def _decompress(args) -> int:
     return 0
 
 
-# -- registry ----------------------------------------------------------------------------------
+# -- the generative tools, doctor --------------------------------------------------------------
 
-
-def _quickstart_args(p):
-    from lvae_jax import quickstart
-    quickstart.add_arguments(p)
-
-
-def _quickstart(args) -> int:
-    from lvae_jax import quickstart
-    return quickstart.run(args)
-
-
-def _commands():
+def _register_rest() -> None:
     from lvae_jax.generative.cli import COMMANDS as GENERATIVE
-    cmds = {
-        "quickstart": ("offline demo: compress/decompress sample images with the embedded demo model, "
-                       "RD curve vs JPEG, side-by-side PNG", _quickstart_args, _quickstart),
-        "compress": ("compress an image", _compress_args, _compress),
-        "decompress": ("decompress a bitstream (lvae, official QARV or official QRes layout)",
-                       _decompress_args, _decompress),
-    }
-    cmds.update(GENERATIVE)
-    cmds["doctor"] = ("check the installation (versions, devices, the range coder)", lambda p: None, _doctor)
-    return cmds
+    COMMANDS.include(GENERATIVE)
+    COMMANDS.command("doctor", "check the installation (versions, devices, the range coder)")(
+        _doctor)
 
 
-COMMANDS = _commands()
+_register_rest()

@@ -24,16 +24,20 @@ import sys
 import time
 from pathlib import Path
 
+from lvae_jax.commands import Program, arg
+
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def add_arguments(p):
-    p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="output folder")
-    p.add_argument("--ckpt", help="model directory (default: the embedded demo model)")
-    p.add_argument("--images", type=Path, help="folder of images (default: scikit-image's samples)")
-    p.add_argument("--num-lambdas", type=int, default=4, help="λ values for a variable-rate model")
-    p.add_argument("--max-side", type=int, default=256,
-                   help="centre-crop sample images to at most this size (default 256; 0 = full size)")
+#: The command's arguments (:mod:`lvae_jax.commands` style).
+ARGS = (
+    arg("--out", type=Path, default=Path("quickstart_out"), help="output folder"),
+    arg("--ckpt", help="model directory (default: the embedded demo model)"),
+    arg("--images", type=Path, help="folder of images (default: scikit-image's samples)"),
+    arg("--num-lambdas", type=int, default=4, help="λ values for a variable-rate model"),
+    arg("--max-side", type=int, default=256,
+        help="centre-crop sample images to at most this size (default 256; 0 = full size)"),
+)
 
 
 def sample_images(folder: Path | None, max_side: int):
@@ -58,6 +62,7 @@ def sample_images(folder: Path | None, max_side: int):
 
 
 def run(args) -> int:
+    """Compress and decompress the sample images, RD curve vs JPEG, side-by-side PNG."""
     import numpy as np
 
     from lvae_jax.assets import demo_model_dir
@@ -170,7 +175,4 @@ def _jpeg_near(im, nbytes: int):
 
 
 if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+    sys.exit(Program("python -m lvae_jax.quickstart", __doc__.splitlines()[0], ARGS, run).main())

@@ -273,7 +273,7 @@ def _teacher_decode(codec, grid, lmb, strings, symbols, pixel_string, pixel_symb
         observe(i, strings[i], symbols[i], flat_idx, flat_pv, engine.latent_tables)
         return from_coder_order(symbols[i], pm.shape[1:]).astype(np.float32)[None] + pm
 
-    def decode_pixels(pm, pv, idx):
+    def decode_pixels(pm, pv, idx, levels=None):
         flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order(pv[0], np.float32)
         scales.append(flat_pv)
         indexes.append(flat_idx)

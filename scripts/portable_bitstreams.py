@@ -10,11 +10,13 @@ encoder (this process, lvae-jax defaults) writes the file with hints (default bo
 * ``grouped`` / ``shift``: the other depthwise kernels (``LVAE_DEPTHWISE``);
 * ``ynnpack``: XLA:CPU's default YNNPACK fusions back on (``LVAE_XLA_DEFAULTS=0``);
 * ``hook``: every prior scale perturbed by a deterministic relative error uniform in ± the
-  default bound (``lvae_jax.codec.core.SCALE_PERTURBATION``).
+  default bound (``lvae_jax.codec.core.SCALE_PERTURBATION``), and every lossless pixel mean by
+  an absolute error uniform in ± the bound (``LEVEL_PERTURBATION``).
 
 Per decoder: files decoded exactly (every symbol the encoder coded; lossless: also the input
 image), refused (an error) and silently wrong (no error, but a symbol or a lossless pixel off); indexes set from hints; and the largest relative difference between its prior
-scales and the encoder's (the figure the bound must exceed). Per model: the hints' size as a
+scales and the encoder's, and for the lossless model the largest absolute difference of its pixel
+means (``pm``, [-1, 1] units) — the figures the bound must exceed. Per model: the hints' size as a
 share of the file (median, max). Prints a table; ``--json`` keeps the figures.
 
     python scripts/portable_bitstreams.py --json portable.json
@@ -80,6 +82,8 @@ def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -
             if enc.pixel_scales is not None:
                 scales.append(to_coder_order(enc.pixel_scales[0], np.float32))
                 symbols.append(to_coder_order(enc.pixel_symbols[0]))
+            if enc.pixel_levels is not None:
+                np.save(work / f"{tag}.levels.npy", enc.pixel_levels[0])
             np.savez(work / f"{tag}.scales.npz", *scales)
             np.savez(work / f"{tag}.symbols.npz", *symbols)
             from lvae_jax.codec import container
@@ -100,7 +104,16 @@ def worker(job_path: str, decoder: str) -> int:
     from lvae_jax.image import load_rgb8, to_uint8
     if decoder == "hook":
         core.SCALE_PERTURBATION = hints.bound(hints.DEFAULT_BOUND_EXP)
+        core.LEVEL_PERTURBATION = hints.bound(hints.DEFAULT_BOUND_EXP)
     seen: list = []
+    levels: list = []
+    real_m = core._perturbed_means
+
+    def spy_m(mean, lv):
+        out = real_m(mean, lv)
+        levels.append(np.asarray(out[1]))
+        return out
+    core._perturbed_means = spy_m
     decoded: list = []
     real, real_h, real_r = core._perturbed, core._decode_hinted, core.decode_latent_robust
 
@@ -128,6 +141,7 @@ def worker(job_path: str, decoder: str) -> int:
         for v in ("v2", "v1"):
             seen.clear()
             decoded.clear()
+            levels.clear()
             try:
                 res = api.decompress(codec, (work / f"{f['tag']}.{v}").read_bytes())
                 exact = len(decoded) == len(enc_symbols) and all(
@@ -145,6 +159,10 @@ def worker(job_path: str, decoder: str) -> int:
                 rel = max(float(np.max(np.abs(d.astype(np.float64) / e.astype(np.float64) - 1)))
                           for d, e in zip(seen, enc_scales) if e.size)
                 row["max_rel_scale_diff"] = rel
+            lv_file = work / f"{f['tag']}.levels.npy"
+            if v == "v2" and levels and lv_file.is_file():
+                enc_lv = np.load(lv_file).astype(np.float64)
+                row["max_mean_diff"] = float(np.max(np.abs(levels[0][0] - enc_lv))) / 127.5
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(job_path + f".{decoder}.out").write_text(json.dumps(rows))
@@ -189,15 +207,17 @@ def main(argv=None) -> int:
         share = [100 * (f["v2"] - f["v1"]) / f["v1"] for f in fs]
         print(f"| {m} | {lmb if lmb is not None else '—'} | {len(fs)} | {np.median(share):.2f} % / "
               f"{max(share):.2f} % | {int(np.median([f['v2'] - f['v1'] for f in fs]))} |")
-    print("\n| decoder | max rel. scale diff | v2 exact / refused / silent | hinted indexes | "
-          "v1 exact / refused / silent |")
-    print("|---|---:|---|---:|---|")
+    print("\n| decoder | max rel. scale diff | max pixel-mean diff | v2 exact / refused / silent | "
+          "hinted indexes and levels | v1 exact / refused / silent |")
+    print("|---|---:|---:|---|---:|---|")
     for dec, rows in results.items():
         def count(v):
             return "/".join(str(sum(r[v] == k for r in rows)) for k in ("exact", "error", "silent"))
         rel = max((r.get("max_rel_scale_diff", 0.0) for r in rows), default=0.0)
-        print(f"| {dec} | {rel:.2e} | {count('v2')} | {sum(r.get('v2_hinted', 0) for r in rows)} | "
-              f"{count('v1')} |")
+        mean = [r["max_mean_diff"] for r in rows if "max_mean_diff" in r]
+        print(f"| {dec} | {rel:.2e} | {max(mean):.2e} | " if mean else f"| {dec} | {rel:.2e} | — | ",
+              end="")
+        print(f"{count('v2')} | {sum(r.get('v2_hinted', 0) for r in rows)} | {count('v1')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"files": files, "decoders": results}, indent=1))
     return 0

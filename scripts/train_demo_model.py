@@ -144,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss-weighting", choices=["official", "per-image"], default="per-image",
+                   help="TrainConfig.loss_weighting (default per-image: the small-λ images of a "
+                        "batch are not drowned by the large-λ ones)")
     p.add_argument("--run-dir", type=Path, default=REPO / "runs" / "demo_model")
     p.add_argument("--out", type=Path, default=REPO / "lvae_jax" / "assets" / "demo_model")
     p.add_argument("--figure", type=Path, default=REPO / "docs" / "img" / "demo_training.png")
@@ -163,12 +166,12 @@ def main(argv=None) -> int:
     data = prepare_data(args.data_dir, args.shared_images)
     eval_dir = prepare_eval(args.run_dir.parent / "demo_eval")
     n_images = len(list(data.glob("*.png")))
-    # The official recipe, except: a higher LR (a small model, a short run) and an EMA horizon of
-    # ~1000 steps (0.9999 would average over half of this run).
+    # The official recipe, except: a higher LR (a small model, a short run), an EMA horizon of
+    # ~1000 steps (0.9999 would average over half of this run) and per-image loss weighting.
     cfg = TrainConfig(
         model="qarv_base", model_args=dict(DEMO_MODEL_ARGS), data_dir=str(data),
         crop=args.crop, batch_size_per_device=args.batch_size, iterations=args.iterations,
-        lr=args.lr, ema_decay=0.999, ema_warmup=1000,
+        lr=args.lr, ema_decay=0.999, ema_warmup=1000, loss_weighting=args.loss_weighting,
         eval_dir=str(eval_dir), eval_every=max(args.iterations // 8, 1), eval_lambdas=4,
         save_every=max(args.iterations // 20, 1), log_every=20, run_dir=str(args.run_dir),
         tensorboard=True, progress=False, seed=0)

@@ -171,6 +171,12 @@ def test_epoch_sampler_permutations_and_positions():
     assert a[0] + b[0] == full[0] and a[1] + b[1] == full[1]
     with pytest.raises(ValueError, match="fewer than one global batch"):
         EpochSampler(3, 4, 0)
+    # batch numbers: the loader's random access
+    pos = DataPosition()
+    for number in range(7):
+        assert s.batch_number(pos) == number and s.position_of(number) == s.normalise(pos)
+        records, seeds, pos = s.batch_at(pos)
+        assert [s.example(number, k) for k in range(4)] == list(zip(records, seeds))
 
 
 def test_loader_is_deterministic_resumable_and_splittable(image_dir):
@@ -181,6 +187,14 @@ def test_loader_is_deterministic_resumable_and_splittable(image_dir):
             batches.append(next(loader))
             positions.append(loader.position)
     assert positions[0] == DataPosition(0, 4) and positions[1] == DataPosition(1, 0)
+    # each batch is the sampler's records with their augmentation seeds
+    sampler, pos = EpochSampler(len(src), 4, 7), DataPosition()
+    for k in range(6):
+        records, seeds, pos = sampler.batch_at(pos)
+        expected = np.stack([random_crop_flip(src[r], 64, True, np.random.default_rng(list(sd)))
+                             for r, sd in zip(records, seeds)])
+        np.testing.assert_array_equal(batches[k], expected)
+        assert sampler.normalise(pos) == positions[k]
     # resume from a saved position: the same following batches
     with TrainLoader(src, 4, crop=64, seed=7, position=positions[2], workers=1) as loader:
         for k in range(3, 6):

@@ -402,4 +402,4 @@ def test_speed_errors(monkeypatch, tmp_path, capsys):
     assert e.value.code == 2
     monkeypatch.setattr(cli, "benchmark_script", lambda: tmp_path / "benchmarks" / "codec.py")
     code, _, err = run("speed", capsys=capsys)
-    assert code == 2 and "not in this checkout" in err
+    assert code == 2 and "from the repository's root" in err

@@ -55,6 +55,27 @@ def test_the_decoder_set_is_inside_the_encoder_set():
     assert not np.any(flipped & ~asked) and not np.any(asked & ~recorded)
 
 
+def test_the_level_decoder_set_is_inside_the_encoder_set():
+    """The same for the lossless head's pixel levels: every level a decoder within δ (in pm,
+    127.5·δ in levels) could round to the other side is asked for, every one asked for is
+    recorded, and the hinted rounding is the encoder's."""
+    rng = np.random.default_rng(2)
+    exp = hints.LEVEL_MIN_EXP
+    d = 127.5 * hints.bound(exp)
+    enc = rng.uniform(-3, 258, 400_000).astype(np.float32)
+    enc[:2000] = np.floor(enc[:2000]) + 0.5                  # exact half-integers: half to even
+    dec = (enc.astype(np.float64) + d * rng.uniform(-1, 1, enc.size)).astype(np.float32)
+    flipped = np.round(enc) != np.round(dec)
+    asked, _, _ = hints.level_sides(dec, d)
+    recorded, up, _ = hints.level_sides(enc, 2 * d)
+    assert flipped.sum() > 100
+    assert not np.any(flipped & ~asked) and not np.any(asked & ~recorded)
+    keys = np.flatnonzero(recorded)
+    structure = hints.Retrieval(hints.build(keys, up[keys]))
+    rounded, n = hints.apply_level_hints(structure, 0, dec, exp)
+    assert n == flipped.sum() and np.array_equal(rounded, np.round(enc))
+
+
 @pytest.mark.parametrize("kind", ["qarv", "lossless"])
 def test_exact_at_the_bound_and_an_error_beyond(codecs, kind, monkeypatch):
     c = codecs[kind]
@@ -95,6 +116,35 @@ def test_corrupt_hints_are_refused(codecs):
     data[at + 3] ^= 0x01
     with pytest.raises(BitstreamError, match="CRC"):
         api.decompress(c, bytes(data))
+
+
+def test_lossless_is_exact_when_the_pixel_means_move(codecs, monkeypatch):
+    """Lossless files carry the encoder's rounding of every pixel level near a half-integer: a
+    decoder whose scales and pixel means both differ by up to the bound reproduces the input
+    exactly (hundreds of levels corrected); beyond the bound it is an error, never a lossy
+    image. Without the level hints (a bound too wide for them) the moved means are caught by
+    the image checksum."""
+    c = codecs["lossless"]
+    im = load("astronaut256.png")
+    exp = hints.LEVEL_MIN_EXP
+    data = api.compress(c, im, hint_bound_exp=exp)
+    assert container.read_header(data).level_hints
+    monkeypatch.setattr(core, "SCALE_PERTURBATION", hints.bound(exp))
+    monkeypatch.setattr(core, "LEVEL_PERTURBATION", hints.bound(exp))
+    res = api.decompress(c, data)
+    from lvae_jax import image as imageio
+    assert np.array_equal(imageio.to_uint8(res.image), im)
+    corrected = dict(res.report.hinted).get("pixel levels", 0)
+    assert corrected > 100, res.report.hinted
+    monkeypatch.setattr(core, "LEVEL_PERTURBATION", 8 * hints.bound(exp))
+    with pytest.raises(BitstreamError, match="not lossless"):
+        api.decompress(c, data)
+    wide = api.compress(c, im, hint_bound_exp=EXP)            # 2^-7: no level hints
+    assert not container.read_header(wide).level_hints
+    monkeypatch.setattr(core, "SCALE_PERTURBATION", 0.0)
+    monkeypatch.setattr(core, "LEVEL_PERTURBATION", hints.bound(exp))
+    with pytest.raises(BitstreamError, match="not lossless"):
+        api.decompress(c, wide)
 
 
 def test_lossless_files_check_the_decoded_image(codecs):

@@ -421,6 +421,25 @@ def test_cli_parsing_and_errors(tmp_path, capsys):
         config_from_args(build_parser().parse_args(["--resume", "--run-dir", str(tmp_path / "z")]))
 
 
+def test_every_training_config_field_is_a_flag():
+    """The flags are derived from TrainConfig: a field without a flag (or a flag for a field that
+    no longer exists) is a bug of the derivation, not a missing line."""
+    import dataclasses
+
+    from train.__main__ import FLAGS, build_parser
+    from lvae_jax.training.config import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    dests = {a.dest for a in build_parser()._actions}
+    assert fields <= dests, sorted(fields - dests)
+    assert set(FLAGS) <= fields, sorted(set(FLAGS) - fields)
+    parse = build_parser().parse_args
+    from train.__main__ import config_from_args
+    cfg, _ = config_from_args(parse(["--data-dir", "d", "--loss-weighting", "per-image",
+                                     "--spike-window", "7", "--no-hflip", "--adam-eps", "1e-6"]))
+    assert (cfg.loss_weighting, cfg.spike_window, cfg.hflip, cfg.adam_eps) == ("per-image", 7,
+                                                                               False, 1e-6)
+
+
 def test_cli_readme_commands_and_aliases(tmp_path, capsys):
     from train.__main__ import build_parser, config_from_args
     parse = build_parser().parse_args

@@ -44,95 +44,148 @@ def _key_values(items) -> dict:
     return out
 
 
+#: How each field of :class:`~lvae_jax.training.config.TrainConfig` appears on the command line:
+#: field -> (group, other spellings, metavar, help). The flags themselves are derived from the
+#: dataclass (``--field-name``, the type and choices of its default, ``--no-X`` for a field that
+#: defaults to True): a new field is a new flag. Fields absent here get a generic help line.
+FLAGS = {
+    "model": ("model", (), "NAME", "qres34m (default), qres34m_lossless, qres17m, qarv_base or "
+                                   "rd_model_base"),
+    "model_args": ("model", ("--model-arg", "--config-override"), "KEY=VALUE",
+                   "model builder arguments, e.g. lmb=64, lmb_range=(16,2048), ch=16, "
+                   "enc_nums=(1,1,1,1,1) (see lvae_jax.models.zoo)"),
+    "model_config_file": ("model", ("--config", "--model-config"), "JSON",
+                          "a model configuration file instead of --model/--model-arg: "
+                          "ModelConfig.to_dict() JSON, a run's model_config.json or a model "
+                          "directory's lvae_model.json (e.g. a reduced-width variant)"),
+    "weights": ("model", (), "DIR", "start from a model directory (python -m convert / "
+                                    "save_model); its config is used"),
+    "data_dir": ("data", (), "DIR", "folder of training images (recursive)"),
+    "tfds": ("data", (), "NAME", "TFDS dataset, e.g. coco/2017 (ArrayRecord)"),
+    "tfds_split": ("data", (), "SPLIT", "default train"),
+    "tfds_data_dir": ("data", (), "DIR", "TFDS data directory"),
+    "crop": ("data", (), "PX", "random square crop (default 256; a multiple of 64)"),
+    "hflip": ("data", (), None, "no random flips"),
+    "batch_size_per_device": ("data", ("--batch-size",), "N",
+                              "images per device per step (default 16, the official per-GPU "
+                              "batch); the global batch is this x all devices"),
+    "data_workers": ("data", (), "N", "reading threads per process"),
+    "prefetch": ("data", (), "N", "batches read ahead (default 4)"),
+    "check_data": ("data", (), None, "open every image header first"),
+    "iterations": ("optimisation", (), "N",
+                   "training steps (default 800k fixed rate, 2M variable rate)"),
+    "lr": ("optimisation", (), "LR", "base learning rate (default 2e-4)"),
+    "lr_schedule": ("optimisation", (), None,
+                    "default constant (fixed rate), const-0.5-cos (variable rate)"),
+    "lrf_min": ("optimisation", (), "F", "final LR factor of the cosine part (default 0.01)"),
+    "lr_warmup": ("optimisation", (), "N", "linear warm-up steps (default 0)"),
+    "lr_update_every": ("optimisation", (), "N",
+                        "steps between LR updates (default 10, as the official trainer)"),
+    "grad_clip": ("optimisation", (), "NORM", "global-norm clipping (default 2.0)"),
+    "loss_weighting": ("optimisation", (), None,
+                       "'official' (default): the batch mean of R + λD; 'per-image': each image "
+                       "reweighted by the inverse of its own loss (same loss value and per-image "
+                       "optimum; helps a short variable-rate run learn its λ conditioning)"),
+    "adam_b1": ("optimisation", (), "B1", "Adam β1 (default 0.9)"),
+    "adam_b2": ("optimisation", (), "B2", "Adam β2 (default 0.999)"),
+    "adam_eps": ("optimisation", (), "EPS", "Adam ε (default 1e-8)"),
+    "spike_factor": ("optimisation", (), "F", "spike guard: a step whose gradient norm exceeds F "
+                                              "x the running median (default 10) ..."),
+    "spike_window": ("optimisation", (), "N", "... of the last N norms (default 100) ..."),
+    "spike_lr_scale": ("optimisation", (), "S", "... runs at S x the LR and skips the EMA "
+                                                "(default 0.1)"),
+    "ema": ("optimisation", (), None, "no EMA weights"),
+    "ema_decay": ("optimisation", (), "D", "default 0.9999"),
+    "ema_warmup": ("optimisation", (), "N", "decay x (1 - exp(-step/N)) (default 10000)"),
+    "seed": ("optimisation", (), "N",
+             "initialisation, λ sampling, noise and data order (default 0)"),
+    "eval_dir": ("evaluation", (), "DIR", "image folder for periodic RD evaluation"),
+    "eval_every": ("evaluation", (), "N",
+                   "evaluation interval in steps (default 1000 fixed, 2000 variable rate)"),
+    "eval_lambdas": ("evaluation", (), "N", "λ count for variable-rate models (default 8)"),
+    "eval_weights": ("evaluation", (), None, "default ema"),
+    "eval_anchor": ("evaluation", (), "JSON|NAME",
+                    "anchor RD curve for BD-rate: a JSON file or a packaged name such as "
+                    "kodak/vtm18.0 (default: VTM 18.0 when the folder is Kodak, Tecnick or CLIC)"),
+    "eval_first": ("evaluation", (), None, "also evaluate before step 1"),
+    "run_dir": ("run", ("--out",), "DIR",
+                "run directory: config, checkpoints, logs, final model (default runs/<model>)"),
+    "save_every": ("run", ("--ckpt-every",), "N",
+                   "checkpoint interval in steps (default 1000; also on SIGTERM/SIGINT)"),
+    "keep_checkpoints": ("run", ("--keep",), "K", "checkpoints kept (default 3)"),
+    "log_every": ("run", (), "N", "metrics line interval in steps (default 10)"),
+    "tensorboard": ("run", (), None, "no TensorBoard events (RUN/tensorboard)"),
+    "wandb": ("run", (), None, "also log to Weights & Biases"),
+    "wandb_project": ("run", (), "NAME", "Weights & Biases project (default lvae-jax)"),
+    "progress": ("run", (), None, "no progress bar"),
+    "compiler_options": ("run", ("--compiler-option",), "KEY=VALUE",
+                         "XLA compiler options for the jitted step, e.g. "
+                         "xla_backend_optimization_level=0 (compiles faster)"),
+    "distributed": ("run", ("--tpu",), None,
+                    "jax.distributed.initialize() and use every device of every host"),
+    "coordinator_address": ("run", (), "HOST:PORT",
+                            "jax.distributed by hand (auto-detected on TPU pods and SLURM)"),
+    "num_processes": ("run", (), "N", "processes of a jax.distributed run"),
+    "process_id": ("run", (), "I", "this process's index in a jax.distributed run"),
+}
+
+#: Choices of the string fields that have them.
+CHOICES = {"lr_schedule": "LR_SCHEDULES", "loss_weighting": "LOSS_WEIGHTINGS",
+           "eval_weights": None}
+GROUPS = ("model", "data", "optimisation", "evaluation", "run")
+
+
+def field_args() -> list:
+    """One argparse argument per TrainConfig field: (group, flags, kwargs)."""
+    import dataclasses
+
+    from lvae_jax.training import config as C
+    out = []
+    for f in dataclasses.fields(C.TrainConfig):
+        grp, other, metavar, help_ = FLAGS.get(f.name, ("run", (), None, f"TrainConfig.{f.name}"))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw: dict = {"dest": f.name, "help": help_}
+        if isinstance(default, bool):
+            kw["action"] = "store_false" if default else "store_true"
+            flags = (("--no-" + f.name.replace("_", "-")) if default else flag, *other)
+        elif isinstance(default, dict):
+            kw.update(nargs="+", action="extend", metavar=metavar or "KEY=VALUE")
+            flags = (flag, *other)
+        else:
+            ann = str(f.type)
+            kw["type"] = int if ann.startswith("int") else float if ann.startswith("float") else str
+            if f.name in CHOICES:
+                kw["choices"] = (getattr(C, CHOICES[f.name]) if CHOICES[f.name]
+                                 else ("ema", "params", "both"))
+            elif metavar:
+                kw["metavar"] = metavar
+            flags = (flag, *other)
+        # the first spelling shown is the short one where there is one (--out, --tpu ...)
+        if other and kw.get("action") != "store_false" and len(other[0]) < len(flag):
+            flags = (*other, flag)
+        out.append((grp, tuple(dict.fromkeys(flags)), kw))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    S = argparse.SUPPRESS
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                epilog=EPILOG, argument_default=S,
+                                epilog=EPILOG, argument_default=argparse.SUPPRESS,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="NAME", help="qres34m (default), qres34m_lossless, qres17m, "
-                                                   "qarv_base or rd_model_base")
-    m.add_argument("--model-arg", "--config-override", dest="model_arg", nargs="+", action="extend",
-                   metavar="KEY=VALUE",
-                   help="model builder arguments, e.g. lmb=64, lmb_range=(16,2048), ch=16, "
-                        "enc_nums=(1,1,1,1,1) (see lvae_jax.models.zoo)")
-    m.add_argument("--lmb", type=float, metavar="λ", help="QRes λ (same as --model-arg lmb=...)")
-    m.add_argument("--lmb-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="QARV/rd λ range (same as --model-arg lmb_range=...)")
-    m.add_argument("--config", "--model-config", dest="model_config_file", metavar="JSON",
-                   help="a model configuration file instead of --model/--model-arg: "
-                        "ModelConfig.to_dict() JSON, a run's model_config.json or a model "
-                        "directory's lvae_model.json (e.g. a reduced-width variant)")
-    m.add_argument("--weights", metavar="DIR",
-                   help="start from a model directory (python -m convert / save_model); "
-                        "its config is used")
-    d = p.add_argument_group("data")
-    src = d.add_mutually_exclusive_group()
-    src.add_argument("--data-dir", metavar="DIR", help="folder of training images (recursive)")
-    src.add_argument("--tfds", metavar="NAME", help="TFDS dataset, e.g. coco/2017 (ArrayRecord)")
-    d.add_argument("--tfds-split", metavar="SPLIT", help="default train")
-    d.add_argument("--tfds-data-dir", metavar="DIR", help="TFDS data directory")
-    d.add_argument("--crop", type=int, metavar="PX", help="random square crop (default 256; a "
-                   "multiple of 64)")
-    d.add_argument("--no-hflip", dest="hflip", action="store_false", help="no random flips")
-    d.add_argument("--batch-size", "--batch-size-per-device", dest="batch_size_per_device",
-                   type=int, metavar="N", help="images per device per step (default 16, the official "
-                                  "per-GPU batch); the global batch is this x all devices")
-    d.add_argument("--data-workers", type=int, metavar="N", help="decoding threads per process")
-    d.add_argument("--prefetch", type=int, metavar="N", help="batches kept ready (default 4)")
-    d.add_argument("--check-data", action="store_true", help="open every image header first")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--iterations", type=int, metavar="N",
-                   help="training steps (default 800k fixed rate, 2M variable rate)")
-    o.add_argument("--lr", type=float, help="base learning rate (default 2e-4)")
-    o.add_argument("--lr-schedule", choices=["constant", "cosine", "const-0.5-cos"],
-                   help="default constant (fixed rate), const-0.5-cos (variable rate)")
-    o.add_argument("--lrf-min", type=float, metavar="F",
-                   help="final LR factor of the cosine part (default 0.01)")
-    o.add_argument("--lr-warmup", type=int, metavar="N", help="linear warm-up steps (default 0)")
-    o.add_argument("--grad-clip", type=float, metavar="NORM", help="global-norm clipping (default 2.0)")
-    o.add_argument("--no-ema", dest="ema", action="store_false", help="no EMA weights")
-    o.add_argument("--ema-decay", type=float, metavar="D", help="default 0.9999")
-    o.add_argument("--ema-warmup", type=int, metavar="N",
-                   help="decay x (1 - exp(-step/N)) (default 10000)")
-    o.add_argument("--seed", type=int, metavar="N", help="initialisation, λ sampling, noise and data order "
-                                             "(default 0)")
-    e = p.add_argument_group("evaluation")
-    e.add_argument("--eval-dir", metavar="DIR", help="image folder for periodic RD evaluation")
-    e.add_argument("--eval-every", type=int, metavar="N",
-                   help="evaluation interval in steps (default 1000 fixed, 2000 variable rate)")
-    e.add_argument("--eval-lambdas", type=int, metavar="N", help="λ count for variable-rate models (default 8)")
-    e.add_argument("--eval-weights", choices=["ema", "params", "both"], help="default ema")
-    e.add_argument("--eval-anchor", metavar="JSON", help="anchor RD curve for BD-rate (default: VTM 18.0 when "
-                                                          "the folder is Kodak, Tecnick or CLIC)")
-    e.add_argument("--eval-first", action="store_true", help="also evaluate before step 1")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", "--run-dir", dest="run_dir", metavar="DIR",
-                   help="run directory: config, checkpoints, logs, final model "
-                        "(default runs/<model>)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its latest "
-                   "complete checkpoint (only operational options may change)")
-    r.add_argument("--ckpt-every", "--save-every", dest="save_every", type=int, metavar="N",
-                   help="checkpoint interval in steps (default 1000; also on SIGTERM/SIGINT)")
-    r.add_argument("--keep", "--keep-checkpoints", dest="keep_checkpoints", type=int, metavar="K",
-                   help="checkpoints kept (default 3)")
-    r.add_argument("--log-every", type=int, metavar="N",
-                   help="metrics line interval in steps (default 10)")
-    r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                   help="no TensorBoard events (RUN/tensorboard)")
-    r.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
-    r.add_argument("--wandb-project", metavar="NAME")
-    r.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar")
-    r.add_argument("--tpu", "--distributed", dest="distributed", action="store_true",
-                   help="jax.distributed.initialize() and use every device of every host")
-    r.add_argument("--coordinator-address", metavar="HOST:PORT",
-                   help="jax.distributed by hand (auto-detected on TPU pods and SLURM)")
-    r.add_argument("--num-processes", type=int, metavar="N")
-    r.add_argument("--process-id", type=int, metavar="I")
-    r.add_argument("--compiler-option", dest="compiler_option", nargs="+", action="extend",
-                   metavar="KEY=VALUE", help="XLA compiler options for the jitted step, e.g. "
-                                             "xla_backend_optimization_level=0 (compiles faster)")
+    groups = {g: p.add_argument_group(g) for g in GROUPS}
+    source = groups["data"].add_mutually_exclusive_group()
+    for grp, flags, kw in field_args():
+        (source if kw["dest"] in ("data_dir", "tfds") else groups[grp]).add_argument(*flags, **kw)
+        if kw["dest"] == "model":
+            groups["model"].add_argument("--lmb", type=float, metavar="λ",
+                                         help="QRes λ (same as --model-arg lmb=...)")
+            groups["model"].add_argument("--lmb-range", type=float, nargs=2,
+                                         metavar=("LOW", "HIGH"),
+                                         help="QARV/rd λ range (same as --model-arg "
+                                              "lmb_range=...)")
+    r = groups["run"]
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its "
+                   "latest complete checkpoint (only operational options may change)")
     r.add_argument("--export", metavar="RUN_DIR",
                    help="write the EMA weights of RUN_DIR's latest checkpoint as a model directory")
     r.add_argument("--export-out", metavar="DIR", help="default RUN_DIR/model")
@@ -148,15 +201,15 @@ def config_from_args(args: argparse.Namespace):
     from lvae_jax.training.trainer import TRAIN_CONFIG_FILE
     given = dict(vars(args))
     resume = given.pop("resume", False)
-    model_args = _key_values(given.pop("model_arg", None))
+    model_args = _key_values(given.pop("model_args", None))
     if "lmb" in given:
         model_args["lmb"] = given.pop("lmb")
     if "lmb_range" in given:
         model_args["lmb_range"] = tuple(given.pop("lmb_range"))
     if model_args:
         given["model_args"] = model_args
-    if "compiler_option" in given:
-        given["compiler_options"] = _key_values(given.pop("compiler_option"))
+    if "compiler_options" in given:
+        given["compiler_options"] = _key_values(given.pop("compiler_options"))
     given.pop("export", None)
     given.pop("export_out", None)
     if resume:

@@ -142,7 +142,8 @@ def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
             latent_strings=[[s] for s in enc.latents],
             pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs,
             hints=enc.hints, hint_bound_exp=enc.hint_bound_exp,
-            image_crc=enc.image_crc if enc.hints is not None else None)
+            image_crc=enc.image_crc if enc.hints is not None else None,
+            level_hints=enc.level_hints)
     if cfg.family == "qarv":
         body = formats.write_qarv_body(lmb, enc.grid, enc.latents)
         return formats.write_qarv_file(tuple(image_size), body)
@@ -174,18 +175,20 @@ class ParsedFile:
     hints: bytes | None = None
     hint_bound_exp: int | None = None
     image_crc: int | None = None
+    level_hints: bool = False
 
     def encoded(self) -> EncodedImage:
         """What :meth:`Codec.decode` takes: the strings and every check the file carries."""
         return EncodedImage(self.latents, self.pixels, tuple(self.grid), self.symbol_crcs,
                             hints=self.hints, hint_bound_exp=self.hint_bound_exp,
-                            image_crc=self.image_crc)
+                            image_crc=self.image_crc, level_hints=self.level_hints)
 
 
 def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
     """Recognise and parse a file; raises :class:`BitstreamError` with a clear message."""
     data = formats.as_bytes(data)
-    kind = container.sniff(data) if not (allow_partial and data[:4] == container.MAGIC) else "lvae"
+    kind, official = ((container.detect(data)) if not (allow_partial and data[:4] == container.MAGIC)
+                      else ("lvae", None))
     if kind == "lvae":
         if allow_partial:
             part = container.read_partial(data)
@@ -204,16 +207,18 @@ def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
         crcs = list(h.symbol_crcs) if h.symbol_crcs is not None else None
         return ParsedFile("lvae", h.image_size, h.latent_grid, h.lmb, strings, pixels,
                           h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless,
-                          h.hints, h.hint_bound_exp, h.image_crc)
+                          h.hints, h.hint_bound_exp, h.image_crc, h.level_hints)
+    if kind == container.LVAE_TILED:
+        raise BitstreamError("a tiled file: decode it with decompress (it holds one file per tile)")
     if kind == "qres-official":
-        f = formats.read_qres_file(data)
+        f = official                    # parsed once, by the detection
         if f.batch != 1:
             raise BitstreamError(f"official QRes file with a batch of {f.batch} images; only single images are supported")
         return ParsedFile(kind, f.image_size, f.latent_grid, None, [s[0] for s in f.latent_strings],
                           f.pixel_strings[0] if f.pixel_strings else None, total_latents=len(f.latent_strings),
                           notes=["official QRes file: no checksums; decoded strings are verified by re-encoding"],
                           lossless=f.pixel_strings is not None)
-    f = formats.read_qarv_file(data)
+    f = official
     return ParsedFile(kind, f.image_size, f.body.latent_grid, f.body.lmb, list(f.body.strings), None,
                       total_latents=len(f.body.strings),
                       notes=["official QARV file: no checksums; decoded strings are verified by re-encoding"])

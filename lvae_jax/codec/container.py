@@ -35,8 +35,9 @@ FLAG_LAMBDA = 1  # variable-rate model: λ is stored
 FLAG_LOSSLESS = 2  # lossless model: one pixel chunk per image follows the latent chunks
 FLAG_SYMBOL_CRC = 4  # each chunk entry also holds the CRC32 of the chunk's decoded symbols
 FLAG_HINTS = 8  # version 2: portable-index hints follow the chunk table (lvae_jax.entropy.hints)
+FLAG_LEVEL_HINTS = 16  # version 2, lossless: the hints also hold the pixel levels' rounding sides
 _KNOWN_FLAGS = {1: FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC,
-                2: FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC | FLAG_HINTS}
+                2: FLAG_LAMBDA | FLAG_LOSSLESS | FLAG_SYMBOL_CRC | FLAG_HINTS | FLAG_LEVEL_HINTS}
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Fixed-size fields before the name, and after it (up to the chunk table).
@@ -91,6 +92,8 @@ class ContainerHeader:
     hints: bytes | None = None
     #: lossless files with hints: CRC32 of the decoded 8-bit (padded) image
     image_crc: int | None = None
+    #: the hints also cover the lossless head's pixel-level rounding (FLAG_LEVEL_HINTS)
+    level_hints: bool = False
 
     @property
     def num_chunks(self) -> int:
@@ -152,13 +155,14 @@ class PartialFile:
 def write_container(*, model_name: str, model_id: bytes, lmb: float | None, image_size,
                     stride: int, latent_strings, pixel_strings=None, symbol_crcs=None,
                     hints: bytes | None = None, hint_bound_exp: int | None = None,
-                    image_crc: int | None = None) -> bytes:
+                    image_crc: int | None = None, level_hints: bool = False) -> bytes:
     """Build a container. ``latent_strings[i][b]``: rANS string of latent block i, image b (in
     decoding order); ``pixel_strings[b]`` for the lossless model; ``lmb`` None for fixed-rate
     models; ``symbol_crcs``: optional CRC32 of each chunk's symbols, in chunk order
     (:func:`symbols_crc`); ``hints``/``hint_bound_exp``: portable-index hints of a one-image file
     (version 2, :mod:`lvae_jax.entropy.hints`; needs the symbol CRCs); ``image_crc``: with hints,
-    the lossless model's CRC32 of the decoded 8-bit (padded) image. The latent grid is
+    the lossless model's CRC32 of the decoded 8-bit (padded) image; ``level_hints``: the hints
+    also cover the pixel levels' rounding (lossless, FLAG_LEVEL_HINTS). The latent grid is
     ``ceil(image_size / stride)``. The result is read back and checked before it is returned."""
     if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
         raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
@@ -218,7 +222,15 @@ def write_container(*, model_name: str, model_id: bytes, lmb: float | None, imag
             table += _CRC.pack(int(image_crc))
         table += bytes([hint_bound_exp]) + _varint(len(hints)) + bytes(hints)
         flags |= FLAG_HINTS
+        if level_hints:
+            from lvae_jax.entropy.hints import LEVEL_MIN_EXP
+            if pixel_strings is None or hint_bound_exp < LEVEL_MIN_EXP:
+                raise ValueError("pixel-level hints are for lossless files, with a bound "
+                                 f"exponent >= {LEVEL_MIN_EXP}")
+            flags |= FLAG_LEVEL_HINTS
         version = 2
+    elif level_hints:
+        raise ValueError("pixel-level hints need the portable-index hints")
     name = model_name.encode("ascii")
     header_size = _PRE.size + len(name) + _POST.size + len(table) + _CRC.size
     head = (_PRE.pack(MAGIC, version, flags, header_size, model_id, len(name)) + name
@@ -307,11 +319,16 @@ def read_header(data) -> ContainerHeader:
             at += 4
         if not flags & FLAG_SYMBOL_CRC or batch != 1 or at + 2 > len(head):
             _fail("portable-index hints without symbol CRCs, in a batch, or truncated (corrupt)")
+        if flags & FLAG_LEVEL_HINTS and not lossless:
+            _fail("pixel-level hints in a lossy file (corrupt)")
         hint_exp = head[at]
         try:
             n_hint, at = read_varint(head, at + 1)
         except HintError:
             _fail("hint length is corrupt")
+        from lvae_jax.entropy.hints import LEVEL_MIN_EXP
+        if flags & FLAG_LEVEL_HINTS and hint_exp < LEVEL_MIN_EXP:
+            _fail(f"pixel-level hints with a bound exponent {hint_exp} < {LEVEL_MIN_EXP} (corrupt)")
         if not 1 <= hint_exp <= 60 or at + n_hint != len(head):
             _fail(f"header size {header_size} does not match its chunk entries and hints (corrupt)")
         hint_blob = bytes(head[at:])
@@ -320,6 +337,8 @@ def read_header(data) -> ContainerHeader:
             Retrieval(hint_blob)
         except HintError as e:
             _fail(f"portable-index hints are corrupt ({e})")
+    elif flags & FLAG_LEVEL_HINTS:
+        _fail("pixel-level hints without portable-index hints (corrupt)")
     elif pos + entry.size * n_chunks != len(head):
         _fail(f"header size {header_size} does not match its {n_chunks} chunk entries (corrupt)")
     lengths, crcs, sym_crcs = [], [], []
@@ -333,7 +352,7 @@ def read_header(data) -> ContainerHeader:
     return ContainerHeader(version, name, bytes(mid), None if math.isnan(lmb) else float(lmb), (h, w),
                            batch, stride, (gh, gw), num_latents, lossless, tuple(lengths),
                            tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None,
-                           hint_exp, hint_blob, image_crc)
+                           hint_exp, hint_blob, image_crc, bool(flags & FLAG_LEVEL_HINTS))
 
 
 def _walk_chunks(data, header: ContainerHeader):
@@ -395,8 +414,9 @@ QRES_OFFICIAL = "qres-official"
 QARV_OFFICIAL = "qarv-official"
 
 
-def sniff(data) -> str:
-    """Which format ``data`` is: ``"lvae"`` (magic + valid header; chunks may be missing),
+def detect(data) -> tuple[str, object | None]:
+    """Which format ``data`` is, and the parse that told (the official formats' parsed file,
+    None for the lvae layouts, whose body is read by the caller): ``"lvae"`` (magic + valid header; chunks may be missing),
     ``"lvae-tiled"`` (a tiled file, :mod:`lvae_jax.codec.tiles`: magic + valid header),
     ``"qres-official"`` (a pickle of the official structure) or ``"qarv-official"`` (the official
     struct layout, complete). The official formats are recognised by a full structural parse, so
@@ -409,31 +429,34 @@ def sniff(data) -> str:
     if tiles.is_tiled(data):
         try:
             tiles.read_tiled_header(data)
-            return LVAE_TILED
+            return LVAE_TILED, None
         except BitstreamError as e:
             reasons.append(str(e))
     if data[:4] == MAGIC:
         try:
             read_header(data)
-            return LVAE
+            return LVAE, None
         except BitstreamError as e:
             reasons.append(str(e))
-    is_qres = is_qarv = False
+    qres = qarv = None
     if data[:1] == b"\x80":
         try:
-            formats.read_qres_file(data)
-            is_qres = True
+            qres = formats.read_qres_file(data)
         except BitstreamError as e:
             reasons.append(str(e))
     try:
-        formats.read_qarv_file(data)
-        is_qarv = True
+        qarv = formats.read_qarv_file(data)
     except BitstreamError as e:
         reasons.append(f"official QARV: {e}")
-    if is_qres and is_qarv:
+    if qres is not None and qarv is not None:
         raise BitstreamError("data parses both as an official QRes and an official QARV file (ambiguous)")
-    if is_qres:
-        return QRES_OFFICIAL
-    if is_qarv:
-        return QARV_OFFICIAL
+    if qres is not None:
+        return QRES_OFFICIAL, qres
+    if qarv is not None:
+        return QARV_OFFICIAL, qarv
     raise BitstreamError("not a recognised bitstream: " + "; ".join(reasons))
+
+
+def sniff(data) -> str:
+    """The format name of :func:`detect`."""
+    return detect(data)[0]

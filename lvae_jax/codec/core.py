@@ -81,6 +81,8 @@ class EncodedImage:
     hint_bound_exp: int | None = None
     #: lossless model: CRC32 of the (padded) 8-bit image the decoder must reproduce, or None
     image_crc: int | None = None
+    #: the hints also hold the pixel levels' rounding sides (lossless; :mod:`lvae_jax.entropy.hints`)
+    level_hints: bool = False
 
 
 class Codec:
@@ -119,7 +121,8 @@ class Codec:
         """images: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64 -> one EncodedImage each.
         One device pass for the whole batch, then host range coding per image and latent.
         ``hint_bound_exp``: also build portable-index hints for decoders whose prior scales lie
-        within 2^-exp (relative) of this encoder's (:mod:`lvae_jax.entropy.hints`)."""
+        within 2^-exp (relative) of this encoder's, and whose lossless pixel means lie within
+        2^-exp (absolute, [-1, 1] units) of this encoder's (:mod:`lvae_jax.entropy.hints`)."""
         lmb = self.check_lmb(lmb)
         n, h, w, _ = images.shape
         check_image_size(self.config, h, w, batch=n, what="encode")
@@ -143,11 +146,15 @@ class Codec:
                 item.image_crc = image_crc(images[k])
             if hint_bound_exp is not None:
                 parts = [(to_coder_order(sc[k], np.float32), lt) for sc in enc.scales]
+                levels = None
                 if enc.pixel_scales is not None:
                     parts.append((to_coder_order(enc.pixel_scales[k], np.float32),
                                   self.engine.pixel_tables))
-                item.hints, _ = hints.encode_hints(parts, hint_bound_exp)
+                    if hint_bound_exp >= hints.LEVEL_MIN_EXP:
+                        levels = to_coder_order(enc.pixel_levels[k], np.float32)
+                item.hints, _ = hints.encode_hints(parts, hint_bound_exp, levels=levels)
                 item.hint_bound_exp = int(hint_bound_exp)
+                item.level_hints = levels is not None
             out.append(item)
         return out
 
@@ -212,8 +219,8 @@ class Codec:
                 return pm
             return np.asarray(inference.prior_draw(True, pm, pv, key, i, np.float32(temperature)))
 
-        def decode_pixels(mean, scale, idx):
-            return self._decode_pixels(items, mean, scale, idx, full=(k == self.num_latents),
+        def decode_pixels(mean, scale, idx, levels):
+            return self._decode_pixels(items, mean, scale, idx, levels, full=(k == self.num_latents),
                                        verify=verify, robust=robust, report=report,
                                        portable=portable, offsets=offsets)
 
@@ -228,15 +235,21 @@ class Codec:
                         "this decode is not lossless")
         return out
 
-    def _decode_pixels(self, items, mean, scale, idx, full: bool, verify: bool, robust: bool, report,
-                       portable=None, offsets=None):
+    def _decode_pixels(self, items, mean, scale, idx, levels, full: bool, verify: bool,
+                       robust: bool, report, portable=None, offsets=None):
         """Lossless head: pixel symbols + mean (in bins of 1/127.5) -> image, exactly like the
-        official ``GaussianNLLOutputNet.decompress`` and ``process_output``."""
+        official ``GaussianNLLOutputNet.decompress`` and ``process_output``. With level hints the
+        mean's rounding is the encoder's (:func:`_rounded_means`)."""
         if not full or any(it.pixels is None for it in items):
             return numerics.process_output_host(mean * np.float32(numerics.PIXEL_BIN_SIZE))
         x = np.empty_like(mean)
+        mean, levels = _perturbed_means(mean, levels)
         for j, it in enumerate(items):
             pt = self.engine.pixel_tables
+            if it.level_hints and portable is not None and portable[j] is not None:
+                mean[j] = _rounded_means(mean[j], levels[j], portable[j],
+                                         offsets[j] + int(np.asarray(scale[j]).size),
+                                         it.hint_bound_exp, report)
             ij, sj = _perturbed(idx[j], scale[j], pt, len(it.latents))
             if portable is not None and portable[j] is not None:
                 sym = _decode_hinted(it.pixels, portable[j], offsets[j], ij, sj, pt,
@@ -255,6 +268,39 @@ class Codec:
 #: Test hook: perturb every prior scale a decoder computes by a deterministic relative error
 #: uniform in ±this (0: off) before its table index is taken — a decoder on "another device".
 SCALE_PERTURBATION = 0.0
+
+
+#: Test hook: perturb every raw pixel level a lossless decoder computes by a deterministic error
+#: uniform in ±127.5·this (i.e. its pixel mean ``pm`` by up to ±this, absolute) — "another device".
+LEVEL_PERTURBATION = 0.0
+
+
+def _perturbed_means(mean, levels):
+    """(means, levels): ``mean`` (bin units, (N, H, W, 3)) as this decoder would round
+    ``levels`` perturbed by :data:`LEVEL_PERTURBATION` (copies; the device's when it is off)."""
+    mean = np.array(mean, np.float32, copy=True)
+    if LEVEL_PERTURBATION and levels is not None:
+        lv = np.asarray(levels, np.float32)
+        u = np.random.default_rng(0x1E7E1).uniform(-1.0, 1.0, lv.shape)
+        moved = (lv.astype(np.float64) + 127.5 * LEVEL_PERTURBATION * u).astype(np.float32)
+        mean += (np.round(moved) - np.round(lv)).astype(np.float32)
+        return mean, moved
+    return mean, levels
+
+
+def _rounded_means(mean_hwc, levels_hwc, structure, offset, bound_exp, report):
+    """One image's pixel means (bin units) with each level rounded to the encoder's side where
+    it lies within 127.5·δ of a half-integer (:func:`lvae_jax.entropy.hints.apply_level_hints`);
+    the correction is in whole 8-bit levels, so the means stay on the device's float grid up to
+    an error far below the final rounding to 8 bits."""
+    lv = to_coder_order(levels_hwc, np.float32)
+    rounded, n = hints.apply_level_hints(structure, offset, lv, bound_exp)
+    if n == 0:
+        return mean_hwc
+    shift = (rounded - np.round(lv).astype(np.float64)).astype(np.float32)
+    if report is not None:
+        report.hinted.append(("pixel levels", n))
+    return mean_hwc + from_coder_order(shift, mean_hwc.shape)
 
 
 def _perturbed(idx_hwc, scales_hwc, tables, which: int):

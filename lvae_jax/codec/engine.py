@@ -48,6 +48,9 @@ class EncodedLatents(NamedTuple):
     #: raw prior scales per latent (N, h, w, C) float32, and the lossless pixel scales
     scales: list | None = None
     pixel_scales: np.ndarray | None = None
+    #: lossless: the raw pixel means in 8-bit units before rounding, ``pm·127.5 + 127.5``
+    #: (N, H, W, 3) float32 (:func:`_pixel_codec_inputs`)
+    pixel_levels: np.ndarray | None = None
 
 
 def to_coder_order(a: np.ndarray, dtype=np.int32) -> np.ndarray:
@@ -66,11 +69,15 @@ def _pixel_codec_inputs(model, feature):
     """The lossless head's coding parameters (official ``GaussianNLLOutputNet._preapre_codec``):
     the mean is snapped to the 8-bit grid, ``round(pm·127.5 + 127.5)/127.5 − 1``, and mean and
     log-scale are rescaled to units of one pixel bin (1/127.5); the log-scale is used *without*
-    the training-time softplus bound. Returns (mean, scale) in bin units."""
+    the training-time softplus bound. Returns (mean, scale) in bin units and the raw level
+    ``pm·127.5 + 127.5`` before rounding (float32; what a decoder with other floats may round to
+    the other side of a half-integer, :mod:`lvae_jax.entropy.hints`)."""
     pm = model.head.conv_mean(feature)
-    pm = jnp.round(pm * 127.5 + 127.5) / 127.5 - 1.0
+    level = pm * 127.5 + 127.5
+    pm = jnp.round(level) / 127.5 - 1.0
     plogv = model.head.conv_scale(feature)
-    return pm / numerics.PIXEL_BIN_SIZE, jnp.exp(plogv - math.log(numerics.PIXEL_BIN_SIZE))
+    return (pm / numerics.PIXEL_BIN_SIZE, jnp.exp(plogv - math.log(numerics.PIXEL_BIN_SIZE)),
+            level)
 
 
 class CodecEngine:
@@ -118,25 +125,25 @@ class CodecEngine:
             hi = T.build_indexes_jnp(pv * (1.0 + self.near_boundary), table, bound)
             at_risk = at_risk + jnp.sum(lo != hi, axis=(1, 2, 3), dtype=jnp.int32)
             feature = model.fuse_step(i, feature, sym.astype(jnp.float32) + pm, emb)
-        pix_sym = pix_idx = pix_scale = None
+        pix_sym = pix_idx = pix_scale = pix_level = None
         if model.lossless:
             feature = model.tail(feature, emb)
-            mean, scale = _pixel_codec_inputs(model, feature)
+            mean, scale, pix_level = _pixel_codec_inputs(model, feature)
             x = numerics.preprocess_target(im) / numerics.PIXEL_BIN_SIZE
             pix_sym = numerics.quantize_symbols(x, mean)
             pix_idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
                                           self.pixel_tables.bound)
             pix_scale = scale
-        return symbols, indexes, pix_sym, pix_idx, at_risk, scales, pix_scale
+        return symbols, indexes, pix_sym, pix_idx, at_risk, scales, pix_scale, pix_level
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One device pass. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
         out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
-        symbols, indexes, ps, pi, risk, scales, pscale = jax.device_get(out)
+        symbols, indexes, ps, pi, risk, scales, pscale, plevel = jax.device_get(out)
+        opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
         return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
-                              None if ps is None else np.asarray(ps), None if pi is None else np.asarray(pi),
-                              np.asarray(risk), [np.asarray(x) for x in scales],
-                              None if pscale is None else np.asarray(pscale))
+                              opt(ps), opt(pi), np.asarray(risk), [np.asarray(x) for x in scales],
+                              opt(pscale), opt(plevel))
 
     # -- decoding -----------------------------------------------------------------------------
 
@@ -157,7 +164,7 @@ class CodecEngine:
 
     def _final(self):
         """Jitted last step: fuse the last latent, run the tail. Lossy: -> image in [0, 1];
-        lossless: -> (pixel mean, pixel indexes) in bin units."""
+        lossless: -> (pixel mean, pixel scale, pixel indexes) in bin units, raw pixel levels."""
         if "final" not in self._steps:
             last = self.num_latents - 1
 
@@ -165,11 +172,11 @@ class CodecEngine:
                 model = nnx.merge(self.graphdef, state)
                 feature = model.tail(model.fuse_step(last, feature, z_last, emb), emb)
                 if model.lossless:
-                    mean, scale = _pixel_codec_inputs(model, feature)
+                    mean, scale, level = _pixel_codec_inputs(model, feature)
                     idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
                                               self.pixel_tables.bound)
-                    return mean, scale, idx
-                return numerics.process_output(model.mean_output(feature)), None, None
+                    return mean, scale, idx, level
+                return numerics.process_output(model.mean_output(feature)), None, None, None
 
             self._steps["final"] = jax.jit(final)
         return self._steps["final"]
@@ -193,9 +200,9 @@ class CodecEngine:
         ``latent_grid``: (N, h, w) of the first latent (image size / 64).
         ``decode_latent(i, pm, pv, indexes) -> z``: host callback deciding latent i from its
         prior (decode its symbols and return ``symbols + pm``, or take the mean, or sample).
-        Returns images (N, H, W, 3) in [0, 1]; lossless: ``decode_pixels(mean, scale, indexes)``
-        receives the pixel head's mean, scale and indexes (bin units) and returns the image in
-        [0, 1].
+        Returns images (N, H, W, 3) in [0, 1]; lossless: ``decode_pixels(mean, scale, indexes,
+        levels)`` receives the pixel head's mean, scale and indexes (bin units) and the raw levels
+        before rounding (:func:`_pixel_codec_inputs`), and returns the image in [0, 1].
         """
         n, h, w = latent_grid
         emb = self._embed(jnp.float32(lmb) if lmb is not None else None, n)
@@ -207,10 +214,11 @@ class CodecEngine:
             pm_h, pv_h, idx_h = jax.device_get((pm, pv, idx))
             z = jnp.asarray(decode_latent(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)),
                             jnp.float32)
-        out, scale, idx = self._final()(self.state, feature, z, emb)
+        out, scale, idx, level = self._final()(self.state, feature, z, emb)
         if self.model.lossless:
             if decode_pixels is None:
                 raise ValueError("decoding the lossless model needs decode_pixels")
-            mean, scale, idx = jax.device_get((out, scale, idx))
-            return decode_pixels(np.asarray(mean), np.asarray(scale), np.asarray(idx))
+            mean, scale, idx, level = jax.device_get((out, scale, idx, level))
+            return decode_pixels(np.asarray(mean), np.asarray(scale), np.asarray(idx),
+                                 np.asarray(level))
         return np.asarray(jax.device_get(out))

@@ -1,24 +1,28 @@
-"""A prefetching loader of augmented training batches (host side, background threads).
+"""The training input pipeline on Grain: augmented batches, deterministic and resumable.
 
-A producer thread keeps up to ``prefetch`` batches ready in a queue while a thread pool decodes and
-augments images (Pillow and numpy release the GIL), so the accelerator does not wait for input.
-The loader is an iterator of (rows, crop, crop, 3) uint8 NHWC arrays — this process's rows of
-each global batch — and ``loader.position`` is where the next batch starts: save it with a
-checkpoint and pass it back as ``position=`` to resume exactly.
+A ``grain.MapDataset`` over this process's example slots — slot ``j`` is row ``rows[j % R]`` of
+global batch ``b0 + j // R`` (``R`` rows per process) — maps each slot to its record and its
+augmentation seed (:class:`~lvae_jax.data.sampler.EpochSampler`), then loads and augments it;
+``to_iter_dataset`` reads ahead on ``workers`` threads (Pillow and numpy release the GIL) and the
+examples are stacked into (R, crop, crop, 3) uint8 NHWC batches. Random access is what makes the
+position exact: a resumed loader is the same dataset started at the saved batch, so it yields the
+batches the uninterrupted run would have read, however the global batch is split over processes.
+``loader.position`` is where the next batch starts: save it with a checkpoint and pass it back as
+``position=``.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
+import grain
 import numpy as np
 
 from lvae_jax.data.augment import random_crop_flip
 from lvae_jax.data.sampler import DataPosition, EpochSampler
+
+#: Slots of the (lazy, random-access) dataset: ~4.6e18 examples, far beyond any run.
+_SLOTS = 2 ** 62
 
 
 class TrainLoader:
@@ -32,7 +36,7 @@ class TrainLoader:
       seed: data seed (shuffling and augmentation).
       position: where to start (default: the beginning of epoch 0).
       rows: this process's rows of every global batch (default: all).
-      workers: decoding threads; prefetch: batches kept ready.
+      workers: reading threads; prefetch: batches read ahead.
     """
 
     def __init__(self, source, global_batch: int, crop: int = 256, hflip: bool = True,
@@ -40,70 +44,48 @@ class TrainLoader:
                  workers: int | None = None, prefetch: int = 4):
         self.source, self.crop, self.hflip = source, int(crop), bool(hflip)
         self.sampler = EpochSampler(len(source), global_batch, seed)
-        self.rows = rows or slice(0, global_batch)
-        self.position = self.sampler.normalise(position or DataPosition())
-        self._workers = workers or min(8, os.cpu_count() or 1)
-        self._prefetch = max(1, int(prefetch))
-        self._queue: queue.Queue = queue.Queue(maxsize=self._prefetch)
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="lvae-data")
-        self._thread = threading.Thread(target=self._produce, name="lvae-data-producer", daemon=True)
-        self._thread.start()
+        self.rows = range(global_batch)[rows or slice(0, global_batch)]
+        if len(self.rows) == 0:
+            raise ValueError(f"no rows of the global batch ({global_batch}) for this process")
+        self._first = self.sampler.batch_number(position or DataPosition())
+        self._taken = 0
+        workers = workers or min(8, os.cpu_count() or 1)
+        n_rows = len(self.rows)
+        dataset = (grain.MapDataset.range(0, _SLOTS)
+                   .map(self._example)
+                   .to_iter_dataset(grain.ReadOptions(
+                       num_threads=workers, prefetch_buffer_size=max(1, int(prefetch)) * n_rows))
+                   .batch(n_rows, drop_remainder=True))
+        self._iter = iter(dataset)
 
-    # -- producer --------------------------------------------------------------------------------
+    @property
+    def position(self) -> DataPosition:
+        """Where the next batch starts (the position after the last batch returned)."""
+        return self.sampler.position_of(self._first + self._taken)
 
-    def _example(self, record: int, seed) -> np.ndarray:
-        im = self.source[record]
-        return random_crop_flip(im, self.crop, self.hflip, np.random.default_rng(list(seed)))
-
-    def _produce(self):
-        pos = self.position
-        pending = deque()
-        try:
-            while not self._stop.is_set():
-                while len(pending) < self._prefetch:
-                    records, seeds, pos = self.sampler.batch_at(pos, self.rows)
-                    pending.append(([self._pool.submit(self._example, r, s)
-                                     for r, s in zip(records, seeds)], self.sampler.normalise(pos)))
-                futures, nxt = pending.popleft()
-                batch = np.stack([f.result() for f in futures])
-                self._put((batch, nxt))
-        except BaseException as e:  # hand the error to the consumer
-            self._put(e)
-
-    def _put(self, item):
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    # -- consumer --------------------------------------------------------------------------------
+    def _example(self, slot: int) -> np.ndarray:
+        n_rows = len(self.rows)
+        record, seed = self.sampler.example(self._first + slot // n_rows, self.rows[slot % n_rows])
+        return random_crop_flip(self.source[record], self.crop, self.hflip,
+                                np.random.default_rng(list(seed)))
 
     def __iter__(self):
         return self
 
     def __next__(self) -> np.ndarray:
-        if self._stop.is_set():
+        if self._iter is None:
             raise StopIteration
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        batch, self.position = item
+        batch = next(self._iter)
+        self._taken += 1
         return batch
 
     def close(self):
-        """Stop the background threads (pending work is dropped)."""
-        self._stop.set()
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the reading threads (work read ahead is dropped)."""
+        if self._iter is not None:
+            it, self._iter = self._iter, None
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self):
         return self

@@ -22,7 +22,14 @@ at about 1.23 bits per element of ``E`` plus a few bytes, instead of a position 
 per element). Keys are element positions in decoding order over all strings of an image: latent
 0 in coder order, then latent 1, …, then the lossless pixels.
 
-Not covered: the lossless head's pixel-mean rounding at a half-integer (docs/cross_implementation.md).
+The lossless head's pixel means are covered the same way (files with ``FLAG_MEAN_HINTS``): a
+pixel is ``symbol + round(level)`` with the raw level ``pm·127.5 + 127.5`` (8-bit units), so a
+decoder whose ``pm`` differs by up to ``δ`` (absolute, in the [-1, 1] units of ``pm``: its level
+by up to ``127.5·δ``) can round to the other side of a half-integer and be one level off. The
+encoder records, for every pixel whose level lies within ``2·127.5·δ`` of a half-integer, whether
+it rounded up; the decoder asks for each pixel within ``127.5·δ`` of one and rounds to the
+encoder's side — the same argument as above, with the half-integers as thresholds. Their keys
+follow all the strings' elements (latents, then pixel scales, then pixel levels).
 """
 
 from __future__ import annotations
@@ -57,6 +64,27 @@ def sides(scales, tables, band: float):
     mask = rel < band
     above = flip < 0                 # above the nearest threshold: crossing it lowers the index
     return mask, above, flip
+
+
+#: Pixel-level hints need ``2 · 127.5 · δ < 0.5`` (the encoder's band must not reach the next
+#: half-integer): bounds from 2^-10 down.
+LEVEL_MIN_EXP = 10
+
+
+def level_band(exp: int) -> float:
+    """The decoder's band on a pixel level (8-bit units) for bound ``2**-exp`` on ``pm``."""
+    return 127.5 * bound(exp)
+
+
+def level_sides(levels, band: float):
+    """Per raw pixel level (flat float32, 8-bit units): whether it lies within ``band`` of a
+    half-integer ``h = floor(level) + 0.5``, and whether it rounds up there (``round`` is the
+    device's: half to even). -> (mask, up, h) with ``h`` float64."""
+    lv = np.asarray(levels, np.float32).reshape(-1)
+    h = np.floor(lv.astype(np.float64)) + 0.5
+    mask = np.abs(lv - h) < band
+    up = np.round(lv).astype(np.float64) > h
+    return mask, up, h
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,9 +212,11 @@ class Retrieval:
 # ------------------------------------------------------------------------------------------------
 
 
-def encode_hints(strings, bound_exp: int = DEFAULT_BOUND_EXP) -> tuple[bytes, int]:
+def encode_hints(strings, bound_exp: int = DEFAULT_BOUND_EXP,
+                 levels=None) -> tuple[bytes, int]:
     """``strings``: per string of an image in decoding order, ``(raw scales flat float32,
-    tables)``. -> (structure bytes, number of elements recorded)."""
+    tables)``; ``levels``: the lossless head's raw pixel levels (flat, coder order), or None.
+    -> (structure bytes, number of elements recorded)."""
     band = 2.0 * bound(bound_exp)
     keys, bits, offset = [], [], 0
     for scales, tables in strings:
@@ -196,6 +226,11 @@ def encode_hints(strings, bound_exp: int = DEFAULT_BOUND_EXP) -> tuple[bytes, in
         keys.append(pos + offset)
         bits.append(above[pos])
         offset += scales.size
+    if levels is not None:
+        mask, up, _ = level_sides(levels, 2.0 * level_band(bound_exp))
+        pos = np.flatnonzero(mask)
+        keys.append(pos + offset)
+        bits.append(up[pos])
     keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
     bits = np.concatenate(bits) if bits else np.zeros(0, bool)
     return build(keys, bits), int(keys.size)
@@ -218,3 +253,20 @@ def apply_hints(structure: Retrieval, offset: int, scales, indexes, tables,
     out = np.array(indexes, np.int32, copy=True)
     out[wrong] = np.clip(out[wrong] + flip[wrong], 0, len(np.asarray(tables.scale_table)) - 1)
     return out, int(wrong.size)
+
+
+def apply_level_hints(structure: Retrieval, offset: int, levels,
+                      bound_exp: int) -> tuple[np.ndarray, int]:
+    """The encoder's rounding of this decoder's raw pixel levels (flat, coder order): ``round``
+    everywhere, corrected to the encoder's side within ``127.5·δ`` of a half-integer. ``offset``:
+    key of the first level. -> (rounded levels float64, number corrected)."""
+    lv = np.asarray(levels, np.float32).reshape(-1)
+    rounded = np.round(lv).astype(np.float64)
+    mask, up, h = level_sides(lv, level_band(bound_exp))
+    pos = np.flatnonzero(mask)
+    if pos.size == 0:
+        return rounded, 0
+    want_up = structure.query(pos + offset)
+    wrong = pos[want_up != up[pos]]
+    rounded[wrong] = h[wrong] + np.where(want_up[want_up != up[pos]], 0.5, -0.5)
+    return rounded, int(wrong.size)

@@ -1,7 +1,7 @@
 """Command line of the generative tools (sampling, interpolation, inpainting, R(D) curves).
 
-Subcommands ``sample``, ``interpolate``, ``inpaint``, ``progressive`` and ``rd-curve``, each
-``(help, add_arguments(parser), run(args) -> exit status)`` in :data:`COMMANDS`.
+Subcommands ``sample``, ``interpolate``, ``inpaint``, ``progressive`` and ``rd-curve`` in
+:data:`COMMANDS` (the :mod:`lvae_jax.commands` style; ``python -m lvae_jax`` includes them).
 
 Every subcommand takes ``--ckpt DIR`` (an lvae-jax model directory, from ``python -m convert`` or
 training; default: the embedded demo model), optionally ``--model NAME`` (checked against the directory's model), ``--seed`` and
@@ -13,42 +13,32 @@ Nothing heavy is imported here: JAX and the model load when a command runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from lvae_jax.commands import CommandSet, arg, group
+
+COMMANDS = CommandSet("python -m lvae_jax.generative.cli", __doc__.splitlines()[0])
+command = COMMANDS.command
 
 # ----------------------------------------------------------------------------- shared pieces
 
 
-def _common(p: argparse.ArgumentParser, out_default: str, lmb: bool = True) -> None:
-    p.add_argument("--ckpt", metavar="DIR",
-                   help="model directory (lvae_model.json + params/), e.g. from python -m convert; "
-                        "default: the embedded demo model (a small QARV, not official weights)")
-    p.add_argument("--model", metavar="NAME",
-                   help="expected model name (e.g. qres17m); an error if DIR holds another model")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the random draws (default 0)")
-    p.add_argument("--out", default=out_default, metavar="PATH", help=f"output (default {out_default})")
+def _common(out_default: str, lmb: bool = True) -> tuple:
+    out = (
+        arg("--ckpt", metavar="DIR",
+            help="model directory (lvae_model.json + params/), e.g. from python -m convert; "
+                 "default: the embedded demo model (a small QARV, not official weights)"),
+        arg("--model", metavar="NAME",
+            help="expected model name (e.g. qres17m); an error if DIR holds another model"),
+        arg("--seed", type=int, default=0, help="PRNG seed of the random draws (default 0)"),
+        arg("--out", default=out_default, metavar="PATH", help=f"output (default {out_default})"),
+    )
     if lmb:
-        p.add_argument("--lmb", type=float, metavar="λ",
-                       help="λ of a variable-rate model (default: its highest, the official default)")
-
-
-def _guarded(fn):
-    """Run ``fn(args)``; print bad-input errors as one line and return 2."""
-    def run(args) -> int:
-        from lvae_jax.checkpoint.orbax_io import CheckpointError
-        from lvae_jax.evaluation.images import ImageSetError
-        from lvae_jax.evaluation.rd_json import RDFormatError
-        from lvae_jax.generative.sampling import GenerativeError
-        from lvae_jax.image import ImageError
-        try:
-            return fn(args) or 0
-        except (GenerativeError, CheckpointError, ImageError, ImageSetError, RDFormatError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
+        out += (arg("--lmb", type=float, metavar="λ",
+                    help="λ of a variable-rate model (default: its highest, the official "
+                         "default)"),)
+    return out
 
 
 def _load(args):
@@ -97,17 +87,16 @@ def _wrote(*paths) -> None:
 # ----------------------------------------------------------------------------- sample
 
 
-def _sample_args(p):
-    _common(p, "samples.png")
-    p.add_argument("--num", type=int, default=8, help="number of samples (default 8)")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-                   help="image size in pixels, multiples of 64 (default 64 64)")
-    p.add_argument("--temperature", "-t", type=float, default=1.0,
-                   help="prior temperature t (default 1; 0 = prior mean)")
-    p.add_argument("--nrow", type=int, default=8, help="images per row of the grid (default 8)")
-
-
-@_guarded
+@command(
+    "sample", "unconditional samples from the prior, as a grid PNG",
+    *_common("samples.png"),
+    arg("--num", type=int, default=8, help="number of samples (default 8)"),
+    arg("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+        help="image size in pixels, multiples of 64 (default 64 64)"),
+    arg("--temperature", "-t", type=float, default=1.0,
+        help="prior temperature t (default 1; 0 = prior mean)"),
+    arg("--nrow", type=int, default=8, help="images per row of the grid (default 8)"),
+)
 def _sample(args) -> int:
     """Unconditional samples as a grid PNG (notebook uncond-sampling)."""
     from lvae_jax.generative.figures import save_grid
@@ -127,16 +116,15 @@ def _sample(args) -> int:
 # ----------------------------------------------------------------------------- interpolate
 
 
-def _interpolate_args(p):
-    _common(p, "interpolation.png")
-    p.add_argument("image1", help="first image")
-    p.add_argument("image2", help="second image (same size)")
-    p.add_argument("--steps", type=int, default=8, help="decoded mixtures, ends included (default 8)")
-    p.add_argument("--temperature", "-t", type=float, default=0.0,
-                   help="pixel temperature of the lossless head (default 0: the pixel mean)")
-
-
-@_guarded
+@command(
+    "interpolate", "decode linear mixtures of the latents of two images (strip PNG)",
+    *_common("interpolation.png"),
+    arg("image1", help="first image"),
+    arg("image2", help="second image (same size)"),
+    arg("--steps", type=int, default=8, help="decoded mixtures, ends included (default 8)"),
+    arg("--temperature", "-t", type=float, default=0.0,
+        help="pixel temperature of the lossless head (default 0: the pixel mean)"),
+)
 def _interpolate(args) -> int:
     """Latent interpolation strip: image 1, decodings of mixed latents, image 2."""
     import numpy as np
@@ -159,21 +147,20 @@ def _interpolate(args) -> int:
 # ----------------------------------------------------------------------------- inpaint
 
 
-def _inpaint_args(p):
-    _common(p, "inpaint.png", lmb=False)
-    p.add_argument("image", help="image to repaint")
-    p.add_argument("--box", type=float, nargs=4, default=(0.4, 0.4, 0.8, 0.8),
-                   metavar=("X1", "Y1", "X2", "Y2"),
-                   help="box to repaint, fractions of width/height (default 0.4 0.4 0.8 0.8)")
-    p.add_argument("--steps", type=int, default=20, help="iterations (default 20, the notebook)")
-    p.add_argument("--temperature", "-t", type=float, default=0.8,
-                   help="prior temperature inside the box (default 0.8, the notebook)")
-    p.add_argument("--samples", type=int, default=6, help="independent results (default 6)")
-    p.add_argument("--no-mask", action="store_true",
-                   help="do not grey out the box first (the notebook does)")
-
-
-@_guarded
+@command(
+    "inpaint", "repaint a box of an image (QRes models; strip PNG)",
+    *_common("inpaint.png", lmb=False),
+    arg("image", help="image to repaint"),
+    arg("--box", type=float, nargs=4, default=(0.4, 0.4, 0.8, 0.8),
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="box to repaint, fractions of width/height (default 0.4 0.4 0.8 0.8)"),
+    arg("--steps", type=int, default=20, help="iterations (default 20, the notebook)"),
+    arg("--temperature", "-t", type=float, default=0.8,
+        help="prior temperature inside the box (default 0.8, the notebook)"),
+    arg("--samples", type=int, default=6, help="independent results (default 6)"),
+    arg("--no-mask", action="store_true",
+        help="do not grey out the box first (the notebook does)"),
+)
 def _inpaint(args) -> int:
     """Inpainting (QRes): a row of input, masked input and the results."""
     from lvae_jax.generative.figures import save_strip
@@ -193,16 +180,15 @@ def _inpaint(args) -> int:
 # ----------------------------------------------------------------------------- progressive
 
 
-def _progressive_args(p):
-    _common(p, "progressive.png")
-    p.add_argument("image", help="image to decode coarse to fine")
-    p.add_argument("--temperature", "-t", type=float, default=0.0,
-                   help="temperature of the latents not taken from the image (default 0: prior mean)")
-    p.add_argument("--ks", type=int, nargs="+", metavar="K",
-                   help="numbers of latents to take from the image (default 0..L)")
-
-
-@_guarded
+@command(
+    "progressive", "coarse-to-fine decoding of an image, k = 0..L latents (strip PNG)",
+    *_common("progressive.png"),
+    arg("image", help="image to decode coarse to fine"),
+    arg("--temperature", "-t", type=float, default=0.0,
+        help="temperature of the latents not taken from the image (default 0: prior mean)"),
+    arg("--ks", type=int, nargs="+", metavar="K",
+        help="numbers of latents to take from the image (default 0..L)"),
+)
 def _progressive(args) -> int:
     """Coarse-to-fine strip: the first k latents from the image, the rest from the prior."""
     from lvae_jax.evaluation.metrics import psnr
@@ -223,29 +209,29 @@ def _progressive(args) -> int:
 # ----------------------------------------------------------------------------- rd-curve
 
 
-def _rd_args(p):
-    _common(p, "rd-curve.json", lmb=False)
-    p.add_argument("images", help="image folder (recursive) or tfds:NAME")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--lambdas", type=float, nargs="+", metavar="λ", help="explicit λ values")
-    g.add_argument("--lmb-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="λ range (default: the official one: rd 4 2048, qarv 16 2048)")
-    p.add_argument("--steps", type=int, help="number of λ (default: rd 16, qarv 8)")
-    p.add_argument("--spacing", choices=("log", "cube-root"),
-                   help="λ spacing (default log, the official scripts')")
-    p.add_argument("--draws", type=int, default=1,
-                   help="rd: latent draws per image and λ, averaged (default 1, the official)")
-    p.add_argument("--bpp-pixels", choices=("padded", "original"),
-                   help="bpp denominator (default: rd padded H·W, qarv original H·W)")
-    p.add_argument("--test-set", help="test-set name in the JSON (default: the folder name)")
-    p.add_argument("--name", help="curve name in the JSON (default: the model name)")
-    p.add_argument("--plot", metavar="PNG", help="also draw the curve")
-    p.add_argument("--anchor", action="append", default=[], metavar="JSON",
-                   help="anchor curve for the plot: a JSON file or a packaged name such as "
-                        "kodak/vtm18.0 (`python -m eval anchors`; repeatable)")
-
-
-@_guarded
+@command(
+    "rd-curve", "estimated R(D) curve of rd_model_base / QARV from theoretical rates (JSON)",
+    *_common("rd-curve.json", lmb=False),
+    arg("images", help="image folder (recursive) or tfds:NAME"),
+    group(
+        arg("--lambdas", type=float, nargs="+", metavar="λ", help="explicit λ values"),
+        arg("--lmb-range", type=float, nargs=2, metavar=("LO", "HI"),
+            help="λ range (default: the official one: rd 4 2048, qarv 16 2048)"),
+        exclusive=True),
+    arg("--steps", type=int, help="number of λ (default: rd 16, qarv 8)"),
+    arg("--spacing", choices=("log", "cube-root"),
+        help="λ spacing (default log, the official scripts')"),
+    arg("--draws", type=int, default=1,
+        help="rd: latent draws per image and λ, averaged (default 1, the official)"),
+    arg("--bpp-pixels", choices=("padded", "original"),
+        help="bpp denominator (default: rd padded H·W, qarv original H·W)"),
+    arg("--test-set", help="test-set name in the JSON (default: the folder name)"),
+    arg("--name", help="curve name in the JSON (default: the model name)"),
+    arg("--plot", metavar="PNG", help="also draw the curve"),
+    arg("--anchor", action="append", default=[], metavar="JSON",
+        help="anchor curve for the plot: a JSON file or a packaged name such as "
+             "kodak/vtm18.0 (`python -m eval anchors`; repeatable)"),
+)
 def _rd_curve(args) -> int:
     """Estimated R(D) curve (theoretical rate) of a variable-rate model, official JSON schema."""
     from lvae_jax.generative.rd_curve import (PROTOCOLS, estimate_rd_curve, lambda_grid,
@@ -281,28 +267,9 @@ def _rd_curve(args) -> int:
     return 0
 
 
-#: name -> (one-line help, add_arguments(parser), run(args) -> exit status)
-COMMANDS = {
-    "sample": ("unconditional samples from the prior, as a grid PNG", _sample_args, _sample),
-    "interpolate": ("decode linear mixtures of the latents of two images (strip PNG)",
-                    _interpolate_args, _interpolate),
-    "inpaint": ("repaint a box of an image (QRes models; strip PNG)", _inpaint_args, _inpaint),
-    "progressive": ("coarse-to-fine decoding of an image, k = 0..L latents (strip PNG)",
-                    _progressive_args, _progressive),
-    "rd-curve": ("estimated R(D) curve of rd_model_base / QARV from theoretical rates (JSON)",
-                 _rd_args, _rd_curve),
-}
-
-
 def main(argv=None) -> int:
     """Stand-alone entry (``python -m lvae_jax.generative.cli COMMAND ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m lvae_jax.generative.cli",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_, description=help_))
-    args = parser.parse_args(argv)
-    return COMMANDS[args.command][2](args)
+    return COMMANDS.main(argv)
 
 
 if __name__ == "__main__":

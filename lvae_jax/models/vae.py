@@ -46,12 +46,14 @@ class ForwardOutput(NamedTuple):
     pixel mean for the lossless model. ``loss``: scalar (official training loss).
     ``metrics``: official stats, batch means (see :meth:`HierarchicalVAE.loss_and_metrics`).
     ``pixel_nll``: the lossless model's NLL of each image, (N,) nats summed over its pixels
-    (None for the other models)."""
+    (None for the other models). ``loss_per_image``: (N,) each image's term of ``loss`` (its mean).
+    """
     x_hat: jax.Array
     latents: list
     loss: jax.Array
     metrics: dict
     pixel_nll: jax.Array | None = None
+    loss_per_image: jax.Array | None = None
 
 
 def build_block(spec, *, rngs: nnx.Rngs, num_latents: int = 1):
@@ -282,8 +284,8 @@ class HierarchicalVAE(nnx.Module):
             return L.quantized_eval(blk, pm, pv, qm)
 
         feature, stats = self.top_down(self.initial_feature(n, h // s, w // s), emb, choose_z, enc)
-        loss, metrics, x_hat, pixel_nll = self.loss_and_metrics(im, feature, stats, lmb_arr)
-        return ForwardOutput(x_hat, stats, loss, metrics, pixel_nll)
+        loss, metrics, x_hat, pixel_nll, loss_per = self.loss_and_metrics(im, feature, stats, lmb_arr)
+        return ForwardOutput(x_hat, stats, loss, metrics, pixel_nll, loss_per)
 
     @staticmethod
     def _uniform(key, i, shape):
@@ -303,7 +305,7 @@ class HierarchicalVAE(nnx.Module):
         rate per image (nats/dim) ``kl = Σ_blocks Σ rate / (C·H·W)``; QRes loss
         ``mean(kl + λ·MSE)`` or ``mean(kl + NLL)``; QARV/rd ``mean(kl + λ_n · MSE_n)``. MSE is in
         [-1, 1] units. ``bppix = mean(kl) · log2(e) · C``; ``psnr`` from the clamped [0, 1] output.
-        -> (loss, metrics, x_hat, per-image pixel NLL in nats or None).
+        -> (loss, metrics, x_hat, per-image pixel NLL in nats or None, per-image loss (N,)).
         """
         n, h, w, c = im.shape
         ndims = float(c * h * w)
@@ -335,4 +337,4 @@ class HierarchicalVAE(nnx.Module):
             "bppix": jnp.mean(kl) * numerics.LOG2_E * c,
             "psnr": -10.0 * jnp.log10(mse_img),
         })
-        return loss, metrics, x_hat, pixel_nll
+        return loss, metrics, x_hat, pixel_nll, loss_per

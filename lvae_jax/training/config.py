@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LR_SCHEDULES = ("constant", "cosine", "const-0.5-cos")
+LOSS_WEIGHTINGS = ("official", "per-image")
 
 
 @dataclass
@@ -57,6 +58,13 @@ class TrainConfig:
     #: the official trainer sets the LR only every 10 steps (``if step % 10 == 0: adjust_lr``).
     lr_update_every: int = 10
     grad_clip: float = 2.0
+    #: how the images of a batch weigh in the gradient. "official": the batch mean of
+    #: ``R_n + λ_n·D_n`` (the official trainers). "per-image": each image's term divided by its
+    #: own (stop-gradient) value, times the batch mean — the same loss value and, per image, the
+    #: same optimum, but every image pulls with comparable strength, where the official mean lets
+    #: the large-λ images of a variable-rate batch (λ·D up to ~100× the rate) drown the small-λ
+    #: ones; a short variable-rate run then learns its λ conditioning (docs/training.md).
+    loss_weighting: str = "official"
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
@@ -112,6 +120,9 @@ class TrainConfig:
             raise ValueError("give exactly one of --data-dir DIR or --tfds NAME (e.g. coco/2017)")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
+                             f"got {self.loss_weighting!r}")
         if self.eval_weights not in ("ema", "params", "both"):
             raise ValueError("eval_weights must be ema, params or both")
         if self.eval_weights != "params" and not self.ema:

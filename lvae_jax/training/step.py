@@ -4,7 +4,9 @@ run under ``jax.jit`` with the state donated.
 One step of the official trainer (``BaseTrainingWrapper.training_loops`` / ``gradient_clip``):
 
 1. λ per image (variable rate, :func:`~lvae_jax.models.lambdas.sample_lmb`), training-mode
-   forward (uniform noise / reparameterised latents) and the official loss; gradients.
+   forward (uniform noise / reparameterised latents) and the official loss; gradients (of the
+   official batch mean, or with ``loss_weighting="per-image"`` each image reweighted by the
+   inverse of its own loss — an option, not the official recipe).
 2. ``g = ‖grads‖₂`` over all parameters (before clipping, as ``clip_grad_norm_`` returns it) is
    written into the ring buffer of the last ``spike_window`` norms; ``m`` is their median
    (``numpy.median`` over the norms seen so far, this one included). The step is a *spike* if
@@ -63,6 +65,12 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
 
         def loss_fn(params):
             out = nnx.merge(graphdef, params)(im, lmb, training=True, key=k_fwd)
+            if cfg.loss_weighting == "per-image":
+                # Value: the official loss. Gradient: Σ_n mean(L)/L_n · ∇L_n / N, i.e. ∇ mean(log L_n)
+                # scaled by mean(L) (TrainConfig.loss_weighting).
+                per = out.loss_per_image
+                sg = jax.lax.stop_gradient
+                return jnp.mean(per / sg(per)) * sg(jnp.mean(per)), out.metrics
             return out.loss, out.metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

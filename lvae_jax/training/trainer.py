@@ -244,165 +244,187 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     del params
     checkpointer = TrainCheckpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     try:
-        return _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, mesh,
-                           global_batch, graphdef, n_params, tx, state, checkpointer)
+        run = _Run(cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef, tx,
+                   state, checkpointer, resume)
+        if is_main:
+            log.info("%s: %.2fM parameters; %d device(s) in %d process(es), global batch %d; "
+                     "%d training images (%s); steps %d -> %d; loss weighting: %s",
+                     model_config.name, n_params / 1e6, mesh.size, jax.process_count(),
+                     global_batch, len(source), source.name, run.start, cfg.iterations,
+                     cfg.loss_weighting)
+        return run.loop(max_steps)
     finally:
         checkpointer.close()
 
 
-def _train_loop(cfg, resume, max_steps, is_main, run_dir, model_config, source, mesh, global_batch,
-                graphdef, n_params, tx, state, checkpointer) -> TrainResult:
-    from lvae_jax.data import DataPosition, TrainLoader
-    from lvae_jax.training.checkpoints import abstract_like
-    from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
-    from lvae_jax.training.step import make_train_step, step_key
-    rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    position = DataPosition()
-    if resume:
-        state, data = checkpointer.restore(abstract_like(state, rep))
-        position = DataPosition.from_dict(data)
-        if data.get("global_batch") not in (None, global_batch):
-            log.warning("resuming with global batch %d (run used %s): the data order continues "
-                        "from the saved position but is no longer that of the original run",
-                        global_batch, data.get("global_batch"))
-    start = int(parallel.to_host(state.step))
-    last_ckpt = checkpointer.latest_step()
+class _Run:
+    """One call of :func:`train` after the set-up: the jitted step, the loader, the evaluator and
+    the logs around a state that is restored (``resume``) or fresh. ``settle`` fetches the last
+    dispatched step's metrics (the device stays one step ahead), ``save`` writes a checkpoint,
+    ``evaluate`` the RD evaluation, ``loop`` runs the steps and returns the :class:`TrainResult`."""
 
-    train_step = jax.jit(make_train_step(graphdef, model_config, cfg, tx),
-                         in_shardings=(rep, bsh, rep), out_shardings=(rep, rep), donate_argnums=0,
-                         compiler_options=cfg.compiler_options or None)
-    next_key = jax.jit(step_key, out_shardings=rep)
+    def __init__(self, cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef,
+                 tx, state, checkpointer, resume: bool):
+        from lvae_jax.data import DataPosition
+        from lvae_jax.training.checkpoints import abstract_like
+        from lvae_jax.training.step import make_train_step, step_key
+        self.cfg, self.is_main, self.run_dir = cfg, is_main, run_dir
+        self.model_config, self.source, self.mesh = model_config, source, mesh
+        self.global_batch, self.graphdef, self.checkpointer = global_batch, graphdef, checkpointer
+        rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+        self.position = DataPosition()
+        if resume:
+            state, data = checkpointer.restore(abstract_like(state, rep))
+            self.position = DataPosition.from_dict(data)
+            if data.get("global_batch") not in (None, global_batch):
+                log.warning("resuming with global batch %d (run used %s): the data order "
+                            "continues from the saved position but is no longer that of the "
+                            "original run", global_batch, data.get("global_batch"))
+        self.state = state
+        self.start = int(parallel.to_host(state.step))
+        self.last_ckpt = checkpointer.latest_step()
+        self.train_step = jax.jit(make_train_step(graphdef, model_config, cfg, tx),
+                                  in_shardings=(rep, bsh, rep), out_shardings=(rep, rep),
+                                  donate_argnums=0, compiler_options=cfg.compiler_options or None)
+        self.next_key = jax.jit(step_key, out_shardings=rep)
+        self.evaluator = None
+        if cfg.eval_dir and is_main:
+            from lvae_jax.training.evaluation import RDEvaluator
+            self.evaluator = RDEvaluator(graphdef, model_config, cfg.eval_dir, cfg.eval_lambdas,
+                                         name=f"{model_config.name}@{run_dir.name}",
+                                         anchor=cfg.eval_anchor, seed=cfg.seed,
+                                         compiler_options=cfg.compiler_options)
+        self.loader = self.bar = self.logger = self.means = None
+        self.last_eval = None
+        self.pending: tuple[int, dict] | None = None
 
-    # -- data, evaluation, logs ----------------------------------------------------------------
-    rows = parallel.process_rows(mesh, global_batch)
-    evaluator = None
-    if cfg.eval_dir and is_main:
-        from lvae_jax.training.evaluation import RDEvaluator
-        evaluator = RDEvaluator(graphdef, model_config, cfg.eval_dir, cfg.eval_lambdas,
-                                name=f"{model_config.name}@{run_dir.name}", anchor=cfg.eval_anchor,
-                                seed=cfg.seed, compiler_options=cfg.compiler_options)
-    loader = bar = logger = stop = None
-    try:
-        logger = MetricsLogger(run_dir, is_main, cfg.tensorboard, cfg.wandb, cfg.wandb_project,
-                               config={"train": cfg.to_dict(), "model": model_config.to_dict()})
-        if is_main:
-            log.info("%s: %.2fM parameters; %d device(s) in %d process(es), global batch %d; "
-                     "%d training images (%s); steps %d -> %d",
-                     model_config.name, n_params / 1e6, mesh.size, jax.process_count(), global_batch,
-                     len(source), source.name, start, cfg.iterations)
+    # -- the three services of the loop ------------------------------------------------------
+    def settle(self) -> None:
+        """Fetch the metrics of the last dispatched step (waits for it); stop on NaN."""
+        if self.pending is None:
+            return
+        cfg = self.cfg
+        t, dev_metrics = self.pending
+        self.pending = None
+        m = parallel.to_host(dev_metrics)
+        loss = float(m["loss"])
+        if not math.isfinite(loss):
+            good = None
+            if self.last_ckpt is not None:
+                self.checkpointer.wait()                       # complete and sealed
+                good = self.checkpointer.newest_good_step()
+            where = (f"the last good checkpoint (checksums verified) is step {good} in "
+                     f"{self.checkpointer.directory}" if good is not None
+                     else "no verified checkpoint was saved yet")
+            raise TrainingError(f"loss is {loss} at step {t} (0-based); stopping — {where}")
+        if m["spike"] > 0 and self.is_main:
+            self.bar.write(f"step {t}: large gradient norm {float(m['grad_norm']):.4g} "
+                           f"(> {cfg.spike_factor:g}× the running median): LR "
+                           f"{float(m['lr']):.3g}, EMA not updated")
+        self.means.add(m)
+        done = t + 1
+        if done % cfg.log_every == 0 or done == cfg.iterations:
+            interval = self.means.pop()
+            self.logger.log(done, "train", interval)
+            self.bar.update_to(done, interval)
 
-        loader = TrainLoader(source, global_batch, crop=cfg.crop, hflip=cfg.hflip, seed=cfg.seed,
-                             position=position, rows=rows, workers=cfg.data_workers,
-                             prefetch=cfg.prefetch)
-        stop = StopRequest()
-        bar = ProgressBar(start, cfg.iterations, enabled=is_main and cfg.progress)
-        means = IntervalMeans()
-        last_eval = None
-        pending: tuple[int, dict] | None = None
+    def save(self, done: int, wait: bool = False) -> None:
+        self.settle()
+        self.checkpointer.save(done, self.state, self.loader.position,
+                               {"global_batch": self.global_batch, "seed": self.cfg.seed},
+                               wait=wait)
+        self.last_ckpt = done
 
-        def settle():
-            """Fetch the metrics of the last dispatched step (waits for it); stop on NaN."""
-            nonlocal pending
-            if pending is None:
-                return
-            t, dev_metrics = pending
-            pending = None
-            m = parallel.to_host(dev_metrics)
-            loss = float(m["loss"])
-            if not math.isfinite(loss):
-                good = None
-                if last_ckpt is not None:
-                    checkpointer.wait()                        # complete and sealed
-                    good = checkpointer.newest_good_step()
-                where = (f"the last good checkpoint (checksums verified) is step {good} in "
-                         f"{checkpointer.directory}" if good is not None
-                         else "no verified checkpoint was saved yet")
-                raise TrainingError(f"loss is {loss} at step {t} (0-based); stopping — {where}")
-            if m["spike"] > 0 and is_main:
-                bar.write(f"step {t}: large gradient norm {float(m['grad_norm']):.4g} "
-                          f"(> {cfg.spike_factor:g}× the running median): LR {float(m['lr']):.3g}, "
-                          "EMA not updated")
-            means.add(m)
-            done = t + 1
-            if done % cfg.log_every == 0 or done == cfg.iterations:
-                interval = means.pop()
-                logger.log(done, "train", interval)
-                bar.update_to(done, interval)
+    def evaluate(self, done: int) -> None:
+        self.settle()
+        if self.evaluator is None:
+            return
+        cfg, run_dir = self.cfg, self.run_dir
+        t0 = time.perf_counter()
+        for which in (("ema", "params") if cfg.eval_weights == "both" else (cfg.eval_weights,)):
+            weights = self.state.ema if which == "ema" else self.state.params
+            res = self.evaluator(parallel.local_copy(weights), step=done, weights=which)
+            (run_dir / "eval").mkdir(exist_ok=True)
+            atomic_write_text(run_dir / "eval" / f"step_{done:08d}_{which}.json",
+                              json.dumps(res, indent=1))
+            flat = {"bd_rate": res.get("bd_rate")}
+            psnrs = res["results"].get("psnr") or [None] * len(res["results"]["bpp"])
+            for lmb, b, p in zip(res["lambdas"], res["results"]["bpp"], psnrs):
+                tag = "lossless" if lmb is None else f"lmb{round(lmb)}"
+                flat[f"bpp_{tag}"], flat[f"psnr_{tag}"] = b, p
+            self.logger.log(done, f"eval_{which}", {k: v for k, v in flat.items() if v is not None})
+            bd = res.get("bd_rate")
+            self.bar.write(
+                f"eval step {done} ({which}): bpp {np.round(res['results']['bpp'], 4).tolist()} "
+                + (f"psnr {np.round(psnrs, 2).tolist()}" if psnrs[0] is not None else "lossless")
+                + (f" BD-rate {bd:+.2f}%" if bd is not None else "")
+                + (f" ({res['bd_rate_note']})" if res.get("bd_rate_note") else ""))
+            self.last_eval = res
+        log.info("evaluation took %.1fs", time.perf_counter() - t0)
 
-        def save(done: int, wait: bool = False):
-            nonlocal last_ckpt
-            settle()
-            checkpointer.save(done, state, loader.position,
-                              {"global_batch": global_batch, "seed": cfg.seed}, wait=wait)
-            last_ckpt = done
-
-        def evaluate(done: int):
-            nonlocal last_eval
-            settle()
-            if evaluator is None:
-                return
-            t0 = time.perf_counter()
-            for which in (("ema", "params") if cfg.eval_weights == "both" else (cfg.eval_weights,)):
-                weights = state.ema if which == "ema" else state.params
-                res = evaluator(parallel.local_copy(weights), step=done, weights=which)
-                (run_dir / "eval").mkdir(exist_ok=True)
-                atomic_write_text(run_dir / "eval" / f"step_{done:08d}_{which}.json",
-                                  json.dumps(res, indent=1))
-                flat = {"bd_rate": res.get("bd_rate")}
-                psnrs = res["results"].get("psnr") or [None] * len(res["results"]["bpp"])
-                for lmb, b, p in zip(res["lambdas"], res["results"]["bpp"], psnrs):
-                    tag = "lossless" if lmb is None else f"lmb{round(lmb)}"
-                    flat[f"bpp_{tag}"], flat[f"psnr_{tag}"] = b, p
-                logger.log(done, f"eval_{which}", {k: v for k, v in flat.items() if v is not None})
-                bd = res.get("bd_rate")
-                bar.write(f"eval step {done} ({which}): bpp {np.round(res['results']['bpp'], 4).tolist()} "
-                          + (f"psnr {np.round(psnrs, 2).tolist()}" if psnrs[0] is not None else "lossless")
-                          + (f" BD-rate {bd:+.2f}%" if bd is not None else "")
-                          + (f" ({res['bd_rate_note']})" if res.get("bd_rate_note") else ""))
-                last_eval = res
-            log.info("evaluation took %.1fs", time.perf_counter() - t0)
-        status, done = "finished", start
-        if cfg.eval_first and start == 0:
-            evaluate(0)
-        for t in range(start, cfg.iterations):
-            if stop.should_stop(t) or (max_steps is not None and t - start >= max_steps):
-                status = "stopped"
-                break
-            batch = parallel.global_batch_array(next(loader), mesh, global_batch)
-            state, metrics = train_step(state, batch, next_key(state.rng, t))
-            settle()  # the previous step's metrics: the device stays one step ahead
-            pending = (t, metrics)
-            done = t + 1
-            if done % cfg.save_every == 0 and done < cfg.iterations:
-                save(done)
-            if evaluator is not None and done % cfg.eval_every == 0 and done < cfg.iterations:
-                evaluate(done)
-        settle()
-        if last_ckpt != done:
-            save(done, wait=True)
-        checkpointer.wait()
-        if status == "stopped":
-            why = f"signal {stop.signal}" if stop.signal is not None else "request"
-            bar.write(f"stopped by {why} at step {done}; checkpoint saved — continue with --resume")
-            return TrainResult(run_dir, done, status, last_ckpt, None, last_eval)
-        evaluate(done)
-        model_dir = None
-        if jax.process_count() > 1:
-            # Model directories are written by a single-process Orbax checkpointer.
-            log.info("multi-process run: export the final weights from the last checkpoint "
-                     "with `python -m train --export %s`", run_dir)
-        else:
-            weights = state.ema if cfg.ema else state.params
-            model_dir = export_model(graphdef, weights, run_dir / "model", meta={
-                "source": "lvae-jax training", "run": str(run_dir), "step": done,
-                "weights": "ema" if cfg.ema else "params", "train_config": cfg.to_dict()})
-        return TrainResult(run_dir, done, status, last_ckpt, model_dir, last_eval)
-    finally:
-        for obj in (loader, bar, logger):
-            if obj is not None:
-                obj.close()
-        if stop is not None:
-            stop.restore()
+    # -- the loop ------------------------------------------------------------------------------
+    def loop(self, max_steps: int | None) -> TrainResult:
+        from lvae_jax.data import TrainLoader
+        from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
+        cfg, run_dir, mesh, start = self.cfg, self.run_dir, self.mesh, self.start
+        stop = None
+        try:
+            self.logger = MetricsLogger(run_dir, self.is_main, cfg.tensorboard, cfg.wandb,
+                                        cfg.wandb_project, config={
+                                            "train": cfg.to_dict(),
+                                            "model": self.model_config.to_dict()})
+            self.loader = TrainLoader(self.source, self.global_batch, crop=cfg.crop,
+                                      hflip=cfg.hflip, seed=cfg.seed, position=self.position,
+                                      rows=parallel.process_rows(mesh, self.global_batch),
+                                      workers=cfg.data_workers, prefetch=cfg.prefetch)
+            stop = StopRequest()
+            self.bar = ProgressBar(start, cfg.iterations, enabled=self.is_main and cfg.progress)
+            self.means = IntervalMeans()
+            status, done = "finished", start
+            if cfg.eval_first and start == 0:
+                self.evaluate(0)
+            for t in range(start, cfg.iterations):
+                if stop.should_stop(t) or (max_steps is not None and t - start >= max_steps):
+                    status = "stopped"
+                    break
+                batch = parallel.global_batch_array(next(self.loader), mesh, self.global_batch)
+                self.state, metrics = self.train_step(self.state, batch,
+                                                      self.next_key(self.state.rng, t))
+                self.settle()  # the previous step's metrics: the device stays one step ahead
+                self.pending = (t, metrics)
+                done = t + 1
+                if done % cfg.save_every == 0 and done < cfg.iterations:
+                    self.save(done)
+                if (self.evaluator is not None and done % cfg.eval_every == 0
+                        and done < cfg.iterations):
+                    self.evaluate(done)
+            self.settle()
+            if self.last_ckpt != done:
+                self.save(done, wait=True)
+            self.checkpointer.wait()
+            if status == "stopped":
+                why = f"signal {stop.signal}" if stop.signal is not None else "request"
+                self.bar.write(f"stopped by {why} at step {done}; checkpoint saved — continue "
+                               "with --resume")
+                return TrainResult(run_dir, done, status, self.last_ckpt, None, self.last_eval)
+            self.evaluate(done)
+            model_dir = None
+            if jax.process_count() > 1:
+                # Model directories are written by a single-process Orbax checkpointer.
+                log.info("multi-process run: export the final weights from the last checkpoint "
+                         "with `python -m train --export %s`", run_dir)
+            else:
+                weights = self.state.ema if cfg.ema else self.state.params
+                model_dir = export_model(self.graphdef, weights, run_dir / "model", meta={
+                    "source": "lvae-jax training", "run": str(run_dir), "step": done,
+                    "weights": "ema" if cfg.ema else "params", "train_config": cfg.to_dict()})
+            return TrainResult(run_dir, done, status, self.last_ckpt, model_dir, self.last_eval)
+        finally:
+            for obj in (self.loader, self.bar, self.logger):
+                if obj is not None:
+                    obj.close()
+            if stop is not None:
+                stop.restore()
 
 
 def export_run(run_dir, out=None, weights: str = "ema", step: int | None = None) -> Path:
