@@ -45,6 +45,23 @@ def _pil_errors(name: str):
         raise ImageError(f"{name}: not enough memory to decode this image") from None
 
 
+def image_suffixes() -> frozenset[str]:
+    """File suffixes Pillow can open (lower case, with the dot)."""
+    from PIL import Image
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def list_images(root) -> list[Path]:
+    """Every image file under the folder ``root``: recursive, sorted, selected by suffix
+    (:func:`image_suffixes`), hidden files and folders skipped. Empty if there are none (the
+    callers name their own error)."""
+    root = Path(root)
+    suffixes = image_suffixes()
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in suffixes and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 def read_image_bytes(source, name: str | None = None) -> bytes:
     """The bytes of an image file (at most :data:`lvae_jax.limits.MAX_FILE_BYTES`), or
     ``source`` itself if it is bytes. Read once, then give them to :func:`image_size` and

@@ -421,6 +421,20 @@ def test_cli_parsing_and_errors(tmp_path, capsys):
         config_from_args(build_parser().parse_args(["--resume", "--run-dir", str(tmp_path / "z")]))
 
 
+def test_per_image_loss_weighting():
+    """Same value as the official batch mean; the gradient weighs each image by mean(L)/L_n."""
+    from lvae_jax.training.step import batch_loss
+    per = jnp.asarray([0.5, 2.0, 8.0], jnp.float32)
+    for w in ("official", "per-image"):
+        assert float(batch_loss(per, w)) == pytest.approx(float(jnp.mean(per)), rel=1e-6)
+    g_official = jax.grad(lambda p: batch_loss(p, "official"))(per)
+    g_image = jax.grad(lambda p: batch_loss(p, "per-image"))(per)
+    np.testing.assert_allclose(g_official, np.full(3, 1 / 3), rtol=1e-6)
+    np.testing.assert_allclose(g_image, float(jnp.mean(per)) / (3 * np.asarray(per)), rtol=1e-6)
+    with pytest.raises(ValueError, match="loss weighting"):
+        batch_loss(per, "median")
+
+
 def test_every_training_config_field_is_a_flag():
     """The flags are derived from TrainConfig: a field without a flag (or a flag for a field that
     no longer exists) is a bug of the derivation, not a missing line."""

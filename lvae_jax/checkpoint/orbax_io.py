@@ -48,10 +48,15 @@ from lvae_jax.checkpoint.errors import CheckpointError  # noqa: F401  (re-export
 from lvae_jax.files import replace_dir
 
 
+def dotted(path) -> str:
+    """The dotted name of an nnx state path, e.g. ``dec_blocks.3.prior_net.c1.kernel``."""
+    return ".".join(str(p) for p in path)
+
+
 def flat_params(model) -> dict[str, np.ndarray]:
     """``{dotted lvae-jax path: numpy array}`` of a model's parameters."""
     from flax import nnx
-    return {".".join(str(p) for p in path): np.asarray(v.get_value() if hasattr(v, "get_value") else v)
+    return {dotted(path): np.asarray(v.get_value() if hasattr(v, "get_value") else v)
             for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
@@ -257,7 +262,7 @@ def assign_params(model, params: dict[str, np.ndarray]):
     from flax import nnx
     graphdef, state = nnx.split(model)
     flat = dict(nnx.to_flat_state(state))
-    expected = {".".join(str(p) for p in k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
+    expected = {dotted(k): k for k, v in flat.items() if isinstance(v, nnx.Param)}
     _check_keys(expected, flat, params)
     moved = jax.device_put({path: np.asarray(params[k], np.float32) for k, path in expected.items()})
     for path, v in moved.items():

@@ -138,7 +138,8 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple]:
     from flax import nnx
     from lvae_jax import build_model
     model = build_model(config, abstract=True)
-    return {".".join(str(p) for p in path): tuple(v.shape)
+    from lvae_jax.checkpoint.orbax_io import dotted
+    return {dotted(path): tuple(v.shape)
             for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 

@@ -41,12 +41,6 @@ class ImageSource(Protocol):
     def describe(self, index: int) -> str: ...
 
 
-def image_extensions() -> frozenset[str]:
-    """File suffixes Pillow can open (lower case, with the dot)."""
-    from PIL import Image
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
-
-
 class _NoteLog:
     """Logs the first :data:`MAX_NOTES` conversion notes, then a single 'more suppressed' line."""
 
@@ -78,11 +72,8 @@ class ImageFolderSource:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist or is not a directory")
-        exts = image_extensions()
-        self.paths = sorted(
-            p for p in self.root.rglob("*")
-            if p.suffix.lower() in exts and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        from lvae_jax.image import list_images
+        self.paths = list_images(self.root)
         if not self.paths:
             raise DataError(f"no images found in {self.root} (searched recursively for files "
                             "Pillow can read: .png, .jpg, .jpeg, .webp, .bmp, .tif, ...)")

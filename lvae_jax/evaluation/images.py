@@ -21,7 +21,8 @@ from typing import Iterator
 
 import numpy as np
 
-from lvae_jax.image import ImageError, load_rgb8, reduce_16bit, to_rgb8
+from lvae_jax.image import (ImageError, image_suffixes, list_images, load_rgb8, reduce_16bit,
+                            to_rgb8)
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,14 @@ class ImageSetError(ValueError):
     """The test images cannot be found or read; the message says which and why."""
 
 
-def image_suffixes() -> frozenset[str]:
-    """File suffixes Pillow can open (lower case, with the dot)."""
-    from PIL import Image
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
-
-
 def list_image_files(root) -> list[Path]:
     """Every image file under ``root`` (recursive, sorted, hidden entries skipped)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ImageSetError(f"{root}: not a directory")
-    suffixes = image_suffixes()
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in suffixes
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = list_images(root)
     if not files:
+        suffixes = image_suffixes()
         raise ImageSetError(f"{root}: no image files (looked for {', '.join(sorted(suffixes)[:8])}, "
                             "... recursively)")
     return files

@@ -45,6 +45,20 @@ def median_of_first(values: jax.Array, count: jax.Array) -> jax.Array:
     return (lo + hi) / 2.0
 
 
+def batch_loss(per_image: jax.Array, weighting: str = "official") -> jax.Array:
+    """The batch loss of per-image losses ``L_n`` (N,) (``TrainConfig.loss_weighting``).
+
+    "official": ``mean(L)``. "per-image": the same value, with gradient
+    ``Σ_n mean(L) / L_n · ∇L_n / N`` — ∇ mean(log L_n) scaled by mean(L): every image's term
+    weighed by the inverse of its own value (stop-gradient)."""
+    if weighting == "official":
+        return jnp.mean(per_image)
+    if weighting != "per-image":
+        raise ValueError(f"unknown loss weighting {weighting!r}")
+    sg = jax.lax.stop_gradient
+    return jnp.mean(per_image / sg(per_image)) * sg(jnp.mean(per_image))
+
+
 def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformation):
     """Build ``train_step(state, batch, key) -> (state, metrics)``.
 
@@ -65,13 +79,9 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
 
         def loss_fn(params):
             out = nnx.merge(graphdef, params)(im, lmb, training=True, key=k_fwd)
-            if cfg.loss_weighting == "per-image":
-                # Value: the official loss. Gradient: Σ_n mean(L)/L_n · ∇L_n / N, i.e. ∇ mean(log L_n)
-                # scaled by mean(L) (TrainConfig.loss_weighting).
-                per = out.loss_per_image
-                sg = jax.lax.stop_gradient
-                return jnp.mean(per / sg(per)) * sg(jnp.mean(per)), out.metrics
-            return out.loss, out.metrics
+            if cfg.loss_weighting == "official":
+                return out.loss, out.metrics
+            return batch_loss(out.loss_per_image, cfg.loss_weighting), out.metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
