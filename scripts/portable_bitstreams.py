@@ -2,7 +2,8 @@
 by decoders whose float paths differ from the encoder's, and what the hints cost.
 
 For each model (parity-recipe weights, converted by the real converter: qarv_base at λ = 16, 256
-and 2048, qres34m, qres34m_lossless) and each image of ``shared/images`` of 256² and 512², the
+and 2048, qres34m, qres34m_lossless; and the embedded demo model, trained weights, at the same
+λ) and each image of ``shared/images`` of 256² and 512², the
 encoder (this process, lvae-jax defaults) writes the file with hints (default bound) and without
 (version 1). Each decoder — a fresh process per float path — then decodes every file:
 
@@ -39,7 +40,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 CASES = (("qarv_base", 16.0), ("qarv_base", 256.0), ("qarv_base", 2048.0), ("qres34m", None),
-         ("qres34m_lossless", None))
+         ("qres34m_lossless", None), ("qarv_demo", 16.0), ("qarv_demo", 256.0),
+         ("qarv_demo", 2048.0))
 DECODERS = {"default": {}, "grouped": {"LVAE_DEPTHWISE": "grouped"},
             "shift": {"LVAE_DEPTHWISE": "shift"}, "ynnpack": {"LVAE_XLA_DEFAULTS": "0"},
             "hook": {}}
@@ -66,8 +68,13 @@ def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -
         if name not in models:
             continue
         if name not in built:
-            model, _, _ = _converted_model(name, work)
-            built[name] = (Codec(model), str(work / f"{name}_jax"))
+            if name == "qarv_demo":              # the embedded demo model: trained weights
+                import lvae_jax
+                from lvae_jax.assets import demo_model_dir
+                built[name] = (Codec(lvae_jax.load_model(demo_model_dir())), str(demo_model_dir()))
+            else:
+                model, _, _ = _converted_model(name, work)
+                built[name] = (Codec(model), str(work / f"{name}_jax"))
         codec, mdir = built[name]
         for img in _images(shared):
             im = load_rgb8(img)[0]

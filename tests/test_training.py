@@ -421,6 +421,22 @@ def test_cli_parsing_and_errors(tmp_path, capsys):
         config_from_args(build_parser().parse_args(["--resume", "--run-dir", str(tmp_path / "z")]))
 
 
+def test_cli_resume_is_the_one_merge(tmp_path, capsys):
+    """--resume: the saved configuration with the given operational changes (resume_config, the
+    one merge the trainer also uses); a change to anything else is refused with exit status 2."""
+    from train.__main__ import build_parser, config_from_args, main
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(model="qarv_base", data_dir="d", iterations=50, lr=1e-3, run_dir=str(run)).save(
+        run / "train_config.json")
+    cfg, resume = config_from_args(build_parser().parse_args(
+        ["--resume", "--out", str(run), "--iterations", "80", "--log-every", "5"]))
+    assert resume and (cfg.model, cfg.lr, cfg.iterations, cfg.log_every) == ("qarv_base", 1e-3,
+                                                                              80, 5)
+    assert main(["--resume", "--out", str(run), "--lr", "2e-3"]) == 2
+    assert "cannot resume with a different lr" in capsys.readouterr().err
+
+
 def test_per_image_loss_weighting():
     """Same value as the official batch mean; the gradient weighs each image by mean(L)/L_n."""
     from lvae_jax.training.step import batch_loss

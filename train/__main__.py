@@ -213,13 +213,11 @@ def config_from_args(args: argparse.Namespace):
     given.pop("export", None)
     given.pop("export_out", None)
     if resume:
-        run_dir = Path(given.get("run_dir", f"runs/{given.get('model', 'qres34m')}"))
-        saved = run_dir / TRAIN_CONFIG_FILE
-        if not saved.is_file():
-            raise SystemExit(f"error: cannot resume: {saved} does not exist")
-        base = TrainConfig.load(saved).to_dict()
-        base.update(given, run_dir=str(run_dir))
-        return TrainConfig.from_dict(base), True
+        from lvae_jax.training.trainer import resume_config
+        run_dir = Path(given.pop("run_dir", f"runs/{given.get('model', 'qres34m')}"))
+        if not (run_dir / TRAIN_CONFIG_FILE).is_file():
+            raise SystemExit(f"error: cannot resume: {run_dir / TRAIN_CONFIG_FILE} does not exist")
+        return resume_config(run_dir, given), True   # a non-resumable change: TrainingError
     given.setdefault("run_dir", f"runs/{given.get('model', 'qres34m')}")
     return TrainConfig.from_dict(given), False
 

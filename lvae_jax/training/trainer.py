@@ -176,6 +176,20 @@ def _check_resume_config(saved: TrainConfig, cfg: TrainConfig) -> None:
             f"{k} (run: {getattr(saved, k)!r}, now: {getattr(cfg, k)!r})" for k in diff))
 
 
+def resume_config(run_dir, changes: dict) -> TrainConfig:
+    """The configuration of a resumed run — the one merge: the run's saved configuration with
+    ``changes`` (field -> value; None values ignored) applied. Only the fields of
+    ``TrainConfig.RESUMABLE_CHANGES`` may differ from the saved ones (:class:`TrainingError`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / TRAIN_CONFIG_FILE).is_file():
+        raise TrainingError(f"cannot resume: {run_dir} has no {TRAIN_CONFIG_FILE}")
+    saved = TrainConfig.load(run_dir / TRAIN_CONFIG_FILE)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    changed = dataclasses.replace(saved, **changes)
+    _check_resume_config(saved, changed)
+    return dataclasses.replace(changed, run_dir=str(run_dir))
+
+
 def prepare_run_dir(cfg: TrainConfig, resume: bool):
     """Check or create the run directory. -> (resolved config, ModelConfig, initial params)."""
     from lvae_jax.models import ModelConfig
@@ -183,13 +197,12 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool):
     ckpt_dir = run_dir / "checkpoints"
     has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
     if resume:
-        if not (run_dir / TRAIN_CONFIG_FILE).is_file():
-            raise TrainingError(f"cannot resume: {run_dir} has no {TRAIN_CONFIG_FILE}")
-        saved = TrainConfig.load(run_dir / TRAIN_CONFIG_FILE)
+        # cfg may be the resumed configuration itself (the command line's resume_config) or a
+        # full configuration of the same run: either way its fields must match the saved ones
+        # outside RESUMABLE_CHANGES, and only those are taken from it.
+        merged = resume_config(run_dir, {f.name: getattr(cfg, f.name)
+                                         for f in dataclasses.fields(TrainConfig)})
         model_config = ModelConfig.from_dict(json.loads((run_dir / MODEL_CONFIG_FILE).read_text()))
-        _check_resume_config(saved, cfg)
-        merged = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in TrainConfig.RESUMABLE_CHANGES
-                                               if getattr(cfg, k) is not None})
         return merged.resolved(model_config.variable_rate), model_config, None
     if has_ckpt:
         raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue that "
