@@ -52,8 +52,8 @@ _WRAP = (
     "except SystemExit as e:\n"
     "    code = e.code if isinstance(e.code, int) else 1\n"
     "sys.stdout.flush()\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
-    "print('VmHWM', int(hwm[0].split()[1]) * 1024 if hwm else 0, file=sys.stderr)\n"
+    "from lvae_jax.limits import peak_rss\n"
+    "print('VmHWM', peak_rss(), file=sys.stderr)\n"
     "sys.exit(code)\n")
 
 

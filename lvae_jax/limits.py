@@ -47,6 +47,19 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (``VmHWM`` of /proc/self/status; 0 where
+    there is none). Not ``getrusage``'s ``ru_maxrss``: a forked child inherits its parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def available_memory() -> int:
     """Bytes of memory available now (``MemAvailable`` of /proc/meminfo; else physical memory)."""
     try:

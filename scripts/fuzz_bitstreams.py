@@ -584,20 +584,9 @@ def _load_decoder(spec: str | None):
     return getattr(importlib.import_module(module), name)
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would include the parent's)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def worker(seed: int, start: int, stop: int, decoder: str | None, corpus: str | None = None) -> int:
     """Run cases [start, stop); one JSON line per event on stdout."""
+    from lvae_jax import limits
     out = sys.stdout
     corpus = (_load_decoder(corpus) or build_corpus)(seed)
     decode_file = _load_decoder(decoder)
@@ -612,7 +601,7 @@ def worker(seed: int, start: int, stop: int, decoder: str | None, corpus: str | 
         except Exception as e:  # noqa: BLE001 - reported as a failure
             msg = {"done": i, "outcome": "FAIL", "error": f"{type(e).__name__}: {e}"}
         msg["seconds"] = time.perf_counter() - t0
-        msg["rss"] = _peak_rss()
+        msg["rss"] = limits.peak_rss()
         print(json.dumps(msg), file=out, flush=True)
     return 0
 

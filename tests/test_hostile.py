@@ -34,12 +34,7 @@ _DRIVER = textwrap.dedent("""
     import contextlib, importlib, io, json, sys
     from lvae_jax import limits
 
-    def peak_rss():   # VmHWM: this process's own high-water mark (getrusage's ru_maxrss is
-        with open("/proc/self/status") as f:   # inherited from the forking pytest worker)
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+    peak_rss = limits.peak_rss   # VmHWM: this process's own (not the forking pytest worker's)
     out = []
     for name, module, argv in json.load(open(sys.argv[1])):
         limits.set_memory_limit(None)              # a --max-memory of one case ends with it
