@@ -39,7 +39,8 @@ def test_each_tile_is_the_file_of_its_padded_tile(codecs):
     assert hdr.image_size == (150, 200) and hdr.tile_size == (64, 64) and hdr.grid == (3, 4)
     want = np.zeros(im.shape, np.float32)
     for k, part in enumerate(parts):
-        t = tiles.padded_tile(im, hdr, k)
+        t = tiles.padded_tile(im, hdr.tile_size, k)
+        assert hdr.region(k) == tiles.tile_region(im.shape[:2], hdr.tile_size, k)
         assert t.shape == (64, 64, 3)
         assert part == api.compress(c, t, 300.0)
         rs, cs = hdr.region(k)

@@ -114,7 +114,7 @@ def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None,
     n = tiles.num_tiles(size, tile_size)
     out = []
     for k in range(n):   # one tile at a time: memory for one tile's activations
-        t = _as_float_image(tiles.padded_tile(np.asarray(image), size, k, tile_size))
+        t = _as_float_image(tiles.padded_tile(np.asarray(image), tile_size, k))
         enc = codec.encode(t[None], lmb, hint_bound_exp=hint_bound_exp)[0]
         out.append(_write(codec, enc, tile_size, lmb, "lvae"))
     return tiles.write_tiled(size, tile_size, out)

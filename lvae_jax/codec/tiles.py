@@ -62,9 +62,15 @@ class TiledHeader:
 
     def region(self, k: int) -> tuple[slice, slice]:
         """Rows and columns of the image that tile ``k`` covers (cropped to the image)."""
-        (h, w), (th, tw) = self.image_size, self.tile_size
-        r, c = divmod(k, self.grid[1])
-        return slice(r * th, min((r + 1) * th, h)), slice(c * tw, min((c + 1) * tw, w))
+        return tile_region(self.image_size, self.tile_size, k)
+
+
+def tile_region(image_size, tile_size, k: int) -> tuple[slice, slice]:
+    """Rows and columns of an image of ``image_size`` that tile ``k`` (row-major) of
+    ``tile_size`` covers, cropped to the image."""
+    (h, w), (th, tw) = image_size, tile_size
+    r, c = divmod(k, -(-w // tw))
+    return slice(r * th, min((r + 1) * th, h)), slice(c * tw, min((c + 1) * tw, w))
 
 
 def tile_grid(image_size, tile_size) -> tuple[int, int]:
@@ -242,16 +248,13 @@ def is_tiled(data) -> bool:
     return bytes(memoryview(data).cast("B")[:4]) == MAGIC
 
 
-def padded_tile(image, header_or_size, k: int, tile_size=None):
-    """Tile ``k`` of ``image`` (H, W, C), padded by edge replication to the full tile size."""
+def padded_tile(image, tile_size, k: int):
+    """Tile ``k`` (row-major) of ``tile_size`` of ``image`` (H, W, C), padded by edge
+    replication to the full tile size."""
     import numpy as np
-    if isinstance(header_or_size, TiledHeader):
-        hdr = header_or_size
-    else:
-        hdr = TiledHeader(tuple(header_or_size), tuple(tile_size), (), (), 0)
-    rs, cs = hdr.region(k)
+    rs, cs = tile_region(image.shape[:2], tile_size, k)
     t = image[rs, cs]
-    th, tw = hdr.tile_size
+    th, tw = tile_size
     if t.shape[:2] != (th, tw):
         t = np.pad(t, [(0, th - t.shape[0]), (0, tw - t.shape[1]), (0, 0)], mode="edge")
     return t
