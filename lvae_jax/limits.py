@@ -47,28 +47,29 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes (``VmHWM`` of /proc/self/status; 0 where
-    there is none). Not ``getrusage``'s ``ru_maxrss``: a forked child inherits its parent's."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a /proc file, in bytes (None where there is none)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (``VmHWM`` of /proc/self/status; 0 where
+    there is none). Not ``getrusage``'s ``ru_maxrss``: a forked child inherits its parent's."""
+    return _proc_bytes("/proc/self/status", "VmHWM") or 0
 
 
 def available_memory() -> int:
     """Bytes of memory available now (``MemAvailable`` of /proc/meminfo; else physical memory)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    avail = _proc_bytes("/proc/meminfo", "MemAvailable")
+    if avail is not None:
+        return avail
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
