@@ -34,7 +34,7 @@ BD_METHODS = ("cubic", "pchip", "akima")   # lvae_jax.evaluation.bd_rate.METHODS
 
 
 #: Subcommands in ``--help`` order (the :mod:`lvae_jax.commands` style).
-CLI = CommandSet("python -m eval", "", epilog=EXAMPLES)
+CLI = CommandSet("python -m eval", (__doc__ or "").strip(), epilog=EXAMPLES)
 COMMANDS = CLI.commands
 command = CLI.command
 
@@ -508,9 +508,6 @@ def speed_command(args) -> int:
 
 
 # ===================================================================== main
-CLI.description = (__doc__ or "").strip()
-
-
 def build_parser():
     return CLI.parser()
 

@@ -312,7 +312,7 @@ def read_header(data) -> ContainerHeader:
     n_chunks = batch * (num_latents + lossless)
     hint_exp = hint_blob = image_crc = None
     if flags & FLAG_HINTS:
-        from lvae_jax.entropy.hints import HintError, read_varint
+        from lvae_jax.entropy.hints import LEVEL_MIN_EXP, HintError, read_varint
         at = pos + entry.size * n_chunks
         if lossless and at + 4 <= len(head):
             (image_crc,) = _CRC.unpack_from(head, at)
@@ -326,7 +326,6 @@ def read_header(data) -> ContainerHeader:
             n_hint, at = read_varint(head, at + 1)
         except HintError:
             _fail("hint length is corrupt")
-        from lvae_jax.entropy.hints import LEVEL_MIN_EXP
         if flags & FLAG_LEVEL_HINTS and hint_exp < LEVEL_MIN_EXP:
             _fail(f"pixel-level hints with a bound exponent {hint_exp} < {LEVEL_MIN_EXP} (corrupt)")
         if not 1 <= hint_exp <= 60 or at + n_hint != len(head):

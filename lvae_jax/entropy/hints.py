@@ -22,7 +22,7 @@ at about 1.23 bits per element of ``E`` plus a few bytes, instead of a position 
 per element). Keys are element positions in decoding order over all strings of an image: latent
 0 in coder order, then latent 1, …, then the lossless pixels.
 
-The lossless head's pixel means are covered the same way (files with ``FLAG_MEAN_HINTS``): a
+The lossless head's pixel means are covered the same way (files with ``FLAG_LEVEL_HINTS``): a
 pixel is ``symbol + round(level)`` with the raw level ``pm·127.5 + 127.5`` (8-bit units), so a
 decoder whose ``pm`` differs by up to ``δ`` (absolute, in the [-1, 1] units of ``pm``: its level
 by up to ``127.5·δ``) can round to the other side of a half-integer and be one level off. The
@@ -267,6 +267,7 @@ def apply_level_hints(structure: Retrieval, offset: int, levels,
     if pos.size == 0:
         return rounded, 0
     want_up = structure.query(pos + offset)
-    wrong = pos[want_up != up[pos]]
-    rounded[wrong] = h[wrong] + np.where(want_up[want_up != up[pos]], 0.5, -0.5)
+    differ = want_up != up[pos]
+    wrong = pos[differ]
+    rounded[wrong] = h[wrong] + np.where(want_up[differ], 0.5, -0.5)
     return rounded, int(wrong.size)

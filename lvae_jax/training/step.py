@@ -79,8 +79,6 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
 
         def loss_fn(params):
             out = nnx.merge(graphdef, params)(im, lmb, training=True, key=k_fwd)
-            if cfg.loss_weighting == "official":
-                return out.loss, out.metrics
             return batch_loss(out.loss_per_image, cfg.loss_weighting), out.metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
