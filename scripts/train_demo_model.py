@@ -4,9 +4,11 @@ A reduced-width QARV (variable rate, λ ∈ [16, 2048]; the same code as qarv_ba
 only) trained with the official variable-rate recipe — Adam, const-0.5-cos, clipping, spike guard,
 EMA — on CPU, from photographs that are available offline and freely licensed:
 
-* the photographs of two Debian packages, fetched with ``apt-get download`` (no root needed):
-  ``mate-backgrounds`` (``nature/*.jpg``, GPL-2+) and ``plasma-workspace-wallpapers`` (the
-  photographic ones, GPL-2+), downscaled so that their short side is 512 and 768 pixels;
+* the photographs of five Debian packages, fetched with ``apt-get download`` (no root needed):
+  ``mate-backgrounds`` (``nature/*.jpg``, GPL-2+), ``plasma-workspace-wallpapers`` (the
+  photographic ones, GPL-2+), ``lomiri-wallpapers-16.04`` (all, CC-BY-4.0 / CC-BY-SA-4.0),
+  ``lomiri-wallpapers-20.04`` (the one photograph) and ``lxqt-themes`` (the photographic
+  wallpapers, LGPL-2.1+), downscaled so that their short side is 384, 512 and 768 pixels;
 * the sample images of ``shared/images`` (when present).
 
 The quickstart evaluates on scikit-image's astronaut, coffee, chelsea and rocket, which are *not*
@@ -37,16 +39,24 @@ DEMO_MODEL_ARGS = {"ch": 24, "enc_dims": (48, 72, 96, 96, 96), "enc_nums": (1, 1
                    "dec_nums": (1, 1, 1, 1), "z_dims": (16, 16, 32, 8), "embed_dim": 64,
                    "name": "qarv_demo"}
 
-#: Photographs of Debian packages (the other wallpapers of these packages are renderings).
+#: Photographs of Debian packages (the other wallpapers of these packages are renderings):
+#: package -> glob patterns; a pattern ending in "/*" is a folder of sizes of one picture, of
+#: which the largest is taken.
 DEBIAN_PHOTOS = {
     "mate-backgrounds": ["usr/share/backgrounds/mate/nature/*.jpg"],
     "plasma-workspace-wallpapers": [
         f"usr/share/wallpapers/{name}/contents/images/*"
         for name in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow",
                      "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "Volna", "summer_1am")],
+    "lomiri-wallpapers-16.04": ["usr/share/backgrounds/*_by_*.jpg"],
+    "lomiri-wallpapers-20.04": ["usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"],
+    "lxqt-themes": [f"usr/share/lxqt/wallpapers/{name}"
+                    for name in ("Butterfly-Kenneth-Wimer.jpg", "after-the-rain.jpg",
+                                 "appleflower.png", "butterfly.png", "cloud.png", "drop.png",
+                                 "flowers.png", "fog.jpg")],
 }
 #: Short sides of the downscaled copies of each photograph.
-SCALES = (512, 768)
+SCALES = (384, 512, 768)
 
 
 def prepare_data(out: Path, shared_images: Path | None) -> Path:
@@ -64,10 +74,12 @@ def prepare_data(out: Path, shared_images: Path | None) -> Path:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / pkg)], check=True)
             for pattern in patterns:
                 files = sorted((tmp / pkg).glob(pattern), key=lambda f: f.stat().st_size)
-                picks = files if pattern.endswith("*.jpg") else files[-1:]   # the largest size
-                for f in picks:
+                sizes = pattern.endswith("/*")          # one picture in several sizes
+                if not files:
+                    raise SystemExit(f"{pkg}: nothing matches {pattern}")
+                for f in files[-1:] if sizes else files:
                     im = Image.open(f).convert("RGB")
-                    stem = f.stem if pattern.endswith("*.jpg") else f.parts[-4]
+                    stem = f.parts[-4] if sizes else f.stem
                     for side in SCALES:
                         scale = side / min(im.size)
                         if scale < 1:
@@ -140,7 +152,7 @@ def main(argv=None) -> int:
                    help="training images (prepared here if empty)")
     p.add_argument("--shared-images", type=Path,
                    default=Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared")) / "images")
-    p.add_argument("--iterations", type=int, default=20000)
+    p.add_argument("--iterations", type=int, default=11000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)

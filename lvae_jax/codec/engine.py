@@ -1,20 +1,21 @@
 """Device side of the codec: the jitted passes that feed CompressAI's range coder.
 
-Encoding is one jitted pass over a batch: for every latent block the symbols
-``round(qm − pm)`` and the coder table indexes of the prior scales (and, for the lossless model,
-the pixel symbols and indexes). Decoding is sequential: per latent block one jitted step
-(fuse the previous latent, run the decoder to the next prior) and host decoding of its symbols.
+Encoding is one pass over a batch: for every latent block the symbols ``round(qm − pm)`` and the
+coder table indexes of the prior scales (and, for the lossless model, the pixel symbols and
+indexes). Decoding is sequential: per latent block, fuse the previous latent, run the decoder to
+the next prior, and decode its symbols on the host.
 
 All arrays crossing to the host are NHWC; :func:`to_coder_order` flattens them per image in the
 official NCHW (C, H, W) order, which the bitstreams depend on.
 
-The model is split once (``nnx.split``) and every pass is a plain ``jax.jit`` over the state,
-compiled once per image size and cached.
+Both run block by block (:class:`~lvae_jax.models.piecewise.Piecewise`): one compiled executable
+per distinct block structure and input shape, the weights as arguments, so a new image size
+compiles a few small programs rather than the whole model again.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import NamedTuple
 
 import jax
@@ -25,6 +26,7 @@ from flax import nnx
 from lvae_jax import numerics
 from lvae_jax.entropy import tables as T
 from lvae_jax.models import inference
+from lvae_jax.models.piecewise import Piecewise
 
 #: Which scale table each model family's latents use (the official update() of each block).
 LATENT_TABLE = {"qres": "qres_latent", "qarv": "qarv_latent"}
@@ -49,7 +51,7 @@ class EncodedLatents(NamedTuple):
     scales: list | None = None
     pixel_scales: np.ndarray | None = None
     #: lossless: the raw pixel means in 8-bit units before rounding, ``pm·127.5 + 127.5``
-    #: (N, H, W, 3) float32 (:func:`_pixel_codec_inputs`)
+    #: (N, H, W, 3) float32 (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`)
     pixel_levels: np.ndarray | None = None
 
 
@@ -65,23 +67,42 @@ def from_coder_order(flat: np.ndarray, shape_hwc) -> np.ndarray:
     return np.asarray(flat).reshape(c, h, w).transpose(1, 2, 0)
 
 
-def _pixel_codec_inputs(model, feature):
-    """The lossless head's coding parameters (official ``GaussianNLLOutputNet._preapre_codec``):
-    the mean is snapped to the 8-bit grid, ``round(pm·127.5 + 127.5)/127.5 − 1``, and mean and
-    log-scale are rescaled to units of one pixel bin (1/127.5); the log-scale is used *without*
-    the training-time softplus bound. Returns (mean, scale) in bin units and the raw level
-    ``pm·127.5 + 127.5`` before rounding (float32; what a decoder with other floats may round to
-    the other side of a half-integer, :mod:`lvae_jax.entropy.hints`)."""
-    pm = model.head.conv_mean(feature)
-    level = pm * 127.5 + 127.5
-    pm = jnp.round(level) / 127.5 - 1.0
-    plogv = model.head.conv_scale(feature)
-    return (pm / numerics.PIXEL_BIN_SIZE, jnp.exp(plogv - math.log(numerics.PIXEL_BIN_SIZE)),
-            level)
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _latent_symbols(pm, pv, qm, table, bound: int, near_boundary: float):
+    """Encoder side of one latent: symbols ``round(qm − pm)``, the table indexes of the prior
+    scales, the count per image of elements whose scale lies within a relative ``near_boundary``
+    of a table threshold (another float path may pick the other index there), and the latent
+    the decoder will see, ``symbols + pm``."""
+    sym = numerics.quantize_symbols(qm, pm)
+    idx = T.build_indexes_jnp(pv, table, bound)
+    lo = T.build_indexes_jnp(pv * (1.0 - near_boundary), table, bound)
+    hi = T.build_indexes_jnp(pv * (1.0 + near_boundary), table, bound)
+    at_risk = jnp.sum(lo != hi, axis=(1, 2, 3), dtype=jnp.int32)
+    return sym, idx, at_risk, sym.astype(jnp.float32) + pm
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _indexes(scale, table, bound: int):
+    return T.build_indexes_jnp(scale, table, bound)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _preprocess(im, shift: float, scale: float):
+    return numerics.preprocess_input(im, shift, scale)
+
+
+@jax.jit
+def _pixel_symbols(im, mean):
+    """Lossless: the pixel symbols ``round(x − mean)`` in bin units."""
+    return numerics.quantize_symbols(numerics.preprocess_target(im) / numerics.PIXEL_BIN_SIZE, mean)
+
+
+_process_output = jax.jit(numerics.process_output)
 
 
 class CodecEngine:
-    """Jitted encode/decode passes of one model. ``model``: a loaded
+    """Encode/decode passes of one model, run block by block (:mod:`lvae_jax.models.piecewise`:
+    one compiled executable per distinct block structure and input shape). ``model``: a loaded
     :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV)."""
 
     def __init__(self, model, near_boundary: float = 1e-5):
@@ -93,105 +114,61 @@ class CodecEngine:
         self.model = model
         self.config = cfg
         self.graphdef, self.state = nnx.split(model)
+        self.pieces = Piecewise(model)
         self.latent_tables = T.get_tables(LATENT_TABLE[cfg.family])
         self.pixel_tables = T.get_tables(PIXEL_TABLE) if model.lossless else None
+        self._latent_table = jnp.asarray(self.latent_tables.scale_table)
+        self._pixel_table = (jnp.asarray(self.pixel_tables.scale_table) if model.lossless
+                             else None)
         self.num_latents = model.num_latents
-        self._encode = jax.jit(self._encode_impl)
-        self._steps: dict = {}
-
-    # -- encoding -----------------------------------------------------------------------------
-
-    def _encode_impl(self, state, im, lmb):
-        model = nnx.merge(self.graphdef, state)
-        n, h, w, _ = im.shape
-        s = self.config.max_stride
-        lmb_arr = model.lmb_array(lmb, n)
-        emb = model.embed(lmb_arr)
-        enc = model.encode(numerics.preprocess_input(im, self.config.im_shift, self.config.im_scale), emb)
-        feature = model.initial_feature(n, h // s, w // s)
-        table = jnp.asarray(self.latent_tables.scale_table)
-        bound = self.latent_tables.bound
-        symbols, indexes, scales = [], [], []
-        at_risk = jnp.zeros((n,), jnp.int32)
-        for i in range(self.num_latents):
-            feature, pm, pv = model.prior_step(i, feature, emb)
-            qm, _ = model.posterior(i, feature, enc, emb)
-            sym = numerics.quantize_symbols(qm, pm)
-            symbols.append(sym)
-            indexes.append(T.build_indexes_jnp(pv, table, bound))
-            scales.append(pv)
-            # a threshold within ±near_boundary (relative) of the scale: the index is at risk
-            lo = T.build_indexes_jnp(pv * (1.0 - self.near_boundary), table, bound)
-            hi = T.build_indexes_jnp(pv * (1.0 + self.near_boundary), table, bound)
-            at_risk = at_risk + jnp.sum(lo != hi, axis=(1, 2, 3), dtype=jnp.int32)
-            feature = model.fuse_step(i, feature, sym.astype(jnp.float32) + pm, emb)
-        pix_sym = pix_idx = pix_scale = pix_level = None
-        if model.lossless:
-            feature = model.tail(feature, emb)
-            mean, scale, pix_level = _pixel_codec_inputs(model, feature)
-            x = numerics.preprocess_target(im) / numerics.PIXEL_BIN_SIZE
-            pix_sym = numerics.quantize_symbols(x, mean)
-            pix_idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
-                                          self.pixel_tables.bound)
-            pix_scale = scale
-        return symbols, indexes, pix_sym, pix_idx, at_risk, scales, pix_scale, pix_level
-
-    def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
-        """One device pass. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
-        out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
-        symbols, indexes, ps, pi, risk, scales, pscale, plevel = jax.device_get(out)
-        opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
-        return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
-                              opt(ps), opt(pi), np.asarray(risk), [np.asarray(x) for x in scales],
-                              opt(pscale), opt(plevel))
-
-    # -- decoding -----------------------------------------------------------------------------
-
-    def _step(self, i: int):
-        """Jitted step i: fuse latent i−1 (if any), run to the prior of latent i.
-        -> (feature, pm, pv, indexes)."""
-        if i not in self._steps:
-            table = jnp.asarray(self.latent_tables.scale_table)
-            bound = self.latent_tables.bound
-
-            def step(state, feature, z_prev, emb):
-                model = nnx.merge(self.graphdef, state)
-                feature, pm, pv = inference.decode_step(model, i, feature, z_prev, emb)
-                return feature, pm, pv, T.build_indexes_jnp(pv, table, bound)
-
-            self._steps[i] = jax.jit(step)
-        return self._steps[i]
-
-    def _final(self):
-        """Jitted last step: fuse the last latent, run the tail. Lossy: -> image in [0, 1];
-        lossless: -> (pixel mean, pixel scale, pixel indexes) in bin units, raw pixel levels."""
-        if "final" not in self._steps:
-            last = self.num_latents - 1
-
-            def final(state, feature, z_last, emb):
-                model = nnx.merge(self.graphdef, state)
-                feature = model.tail(model.fuse_step(last, feature, z_last, emb), emb)
-                if model.lossless:
-                    mean, scale, level = _pixel_codec_inputs(model, feature)
-                    idx = T.build_indexes_jnp(scale, jnp.asarray(self.pixel_tables.scale_table),
-                                              self.pixel_tables.bound)
-                    return mean, scale, idx, level
-                return numerics.process_output(model.mean_output(feature)), None, None, None
-
-            self._steps["final"] = jax.jit(final)
-        return self._steps["final"]
 
     def _embed(self, lmb, n):
         """The λ embedding (N, embed_dim) of a variable-rate model, or None."""
         if not self.config.variable_rate:
             return None
-        key = ("embed", n)
-        if key not in self._steps:
-            def embed(state, lmb):
-                model = nnx.merge(self.graphdef, state)
-                return model.embed(model.lmb_array(lmb, n))
-            self._steps[key] = jax.jit(embed)
-        return self._steps[key](self.state, lmb)
+        return self.model.embed(self.model.lmb_array(lmb, n), apply=self.pieces)
+
+    def _pixel_head(self, feature):
+        """Lossless head: (mean, scale, indexes) in bin units and the raw levels
+        (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`)."""
+        mean, scale, level = self.pieces(self.model.head, "codec_inputs", feature)
+        return mean, scale, _indexes(scale, self._pixel_table, self.pixel_tables.bound), level
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
+        """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
+        model, run, cfg = self.model, self.pieces, self.config
+        im = jnp.asarray(im, jnp.float32)
+        n, h, w, _ = im.shape
+        s = cfg.max_stride
+        emb = self._embed(lmb, n)
+        enc = model.encode(_preprocess(im, cfg.im_shift, cfg.im_scale), emb, apply=run)
+        feature = model.initial_feature(n, h // s, w // s)
+        symbols, indexes, scales, risks = [], [], [], []
+        for i in range(self.num_latents):
+            feature, pm, pv = model.prior_step(i, feature, emb, apply=run)
+            qm, _ = model.posterior(i, feature, enc, emb, apply=run)
+            sym, idx, risk, z = _latent_symbols(pm, pv, qm, self._latent_table,
+                                                self.latent_tables.bound, self.near_boundary)
+            symbols.append(sym)
+            indexes.append(idx)
+            scales.append(pv)
+            risks.append(risk)
+            feature = model.fuse_step(i, feature, z, emb, apply=run)
+        pixel = (None,) * 4
+        if model.lossless:
+            mean, scale, idx, level = self._pixel_head(model.tail(feature, emb, apply=run))
+            pixel = (_pixel_symbols(im, mean), idx, scale, level)
+        symbols, indexes, scales, risks, pixel = jax.device_get(
+            (symbols, indexes, scales, risks, pixel))
+        opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
+        pix_sym, pix_idx, pix_scale, pix_level = (opt(a) for a in pixel)
+        return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
+                              pix_sym, pix_idx, np.sum(risks, axis=0, dtype=np.int32),
+                              [np.asarray(x) for x in scales], pix_scale, pix_level)
+
+    # -- decoding -----------------------------------------------------------------------------
 
     def decode(self, latent_grid: tuple[int, int, int], lmb, decode_latent,
                decode_pixels=None) -> np.ndarray:
@@ -202,23 +179,26 @@ class CodecEngine:
         prior (decode its symbols and return ``symbols + pm``, or take the mean, or sample).
         Returns images (N, H, W, 3) in [0, 1]; lossless: ``decode_pixels(mean, scale, indexes,
         levels)`` receives the pixel head's mean, scale and indexes (bin units) and the raw levels
-        before rounding (:func:`_pixel_codec_inputs`), and returns the image in [0, 1].
+        before rounding (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`), and returns the image
+        in [0, 1].
         """
+        model, run = self.model, self.pieces
+        if model.lossless and decode_pixels is None:
+            raise ValueError("decoding the lossless model needs decode_pixels")
         n, h, w = latent_grid
         emb = self._embed(jnp.float32(lmb) if lmb is not None else None, n)
-        model = nnx.merge(self.graphdef, self.state)
         feature = model.initial_feature(n, h, w)
         z = None
         for i in range(self.num_latents):
-            feature, pm, pv, idx = self._step(i)(self.state, feature, z, emb)
+            feature, pm, pv = inference.decode_step(model, i, feature, z, emb, apply=run)
+            idx = _indexes(pv, self._latent_table, self.latent_tables.bound)
             pm_h, pv_h, idx_h = jax.device_get((pm, pv, idx))
             z = jnp.asarray(decode_latent(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)),
                             jnp.float32)
-        out, scale, idx, level = self._final()(self.state, feature, z, emb)
-        if self.model.lossless:
-            if decode_pixels is None:
-                raise ValueError("decoding the lossless model needs decode_pixels")
-            mean, scale, idx, level = jax.device_get((out, scale, idx, level))
+        feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, apply=run),
+                             emb, apply=run)
+        if model.lossless:
+            mean, scale, idx, level = jax.device_get(self._pixel_head(feature))
             return decode_pixels(np.asarray(mean), np.asarray(scale), np.asarray(idx),
                                  np.asarray(level))
-        return np.asarray(jax.device_get(out))
+        return np.asarray(jax.device_get(_process_output(model.mean_output(feature, apply=run))))

@@ -46,12 +46,14 @@ def is_quantized(model, i: int) -> bool:
     return model.dec_blocks[model.latent_positions[i]].rate_rule == "quantized"
 
 
-def decode_step(model, i: int, feature, z_prev, emb):
+def decode_step(model, i: int, feature, z_prev, emb, apply=None):
     """Fuse latent ``i − 1`` (``z_prev``; nothing when i = 0) and run the decoder to the prior of
-    latent i. -> (feature, pm, pv)."""
+    latent i. -> (feature, pm, pv). ``apply``: how blocks run (default: in the caller's trace;
+    :class:`lvae_jax.models.piecewise.Piecewise`: one executable per block shape)."""
+    kw = {} if apply is None else {"apply": apply}
     if i > 0:
-        feature = model.fuse_step(i - 1, feature, z_prev, emb)
-    return model.prior_step(i, feature, emb)
+        feature = model.fuse_step(i - 1, feature, z_prev, emb, **kw)
+    return model.prior_step(i, feature, emb, **kw)
 
 
 class EvalOutput(NamedTuple):

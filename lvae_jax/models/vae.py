@@ -12,6 +12,10 @@ Rates are nats per latent element; ``bpp`` figures are bits per pixel.
 The top-down pass is written once, as steps the sequential decoder can also call one at a time:
 ``initial_feature`` -> for each latent i: ``prior_step(i)`` -> choose z -> ``fuse_step(i)`` ->
 ``tail``.
+
+Every block is invoked through one hook, ``apply(block, method, *args)`` (default :func:`direct`:
+in the caller's trace). The codec passes :class:`lvae_jax.models.piecewise.Piecewise`, which runs
+each block as its own compiled executable, shared by all blocks of one structure and input shape.
 """
 
 from __future__ import annotations
@@ -94,8 +98,13 @@ def build_block(spec, *, rngs: nnx.Rngs, num_latents: int = 1):
     raise ValueError(f"unknown block type {t!r}")
 
 
-def _call(block, x, emb):
-    return block(x, emb) if block.requires_embedding else block(x)
+def direct(block, method: str, *args):
+    """``block.method(*args)`` in the caller's trace: the default ``apply`` hook."""
+    return getattr(block, method)(*args)
+
+
+def _call(block, x, emb, apply=direct):
+    return apply(block, "__call__", x, emb) if block.requires_embedding else apply(block, "__call__", x)
 
 
 def _width_of(spec) -> int:
@@ -132,6 +141,24 @@ class NLLHead(nnx.Module):
         log_prob = numerics.gaussian_log_prob_mass(p_mean, jnp.exp(p_logscale), x_target,
                                                    bin_size=numerics.PIXEL_BIN_SIZE)
         return -jnp.mean(log_prob, axis=(1, 2, 3)), p_mean
+
+    def mean(self, feature):
+        """The pixel mean in [-1, 1] units (the reconstruction)."""
+        return self.conv_mean(feature)
+
+    def codec_inputs(self, feature):
+        """The coding parameters (official ``GaussianNLLOutputNet._preapre_codec``): the mean is
+        snapped to the 8-bit grid, ``round(pm·127.5 + 127.5)/127.5 − 1``, and mean and log-scale
+        are rescaled to units of one pixel bin (1/127.5); the log-scale is used *without* the
+        training-time softplus bound. -> (mean, scale) in bin units and the raw level
+        ``pm·127.5 + 127.5`` before rounding (float32; what a decoder with other floats may round
+        to the other side of a half-integer, :mod:`lvae_jax.entropy.hints`), all (N, H, W, 3)."""
+        pm = self.conv_mean(feature)
+        level = pm * 127.5 + 127.5
+        pm = jnp.round(level) / 127.5 - 1.0
+        plogv = self.conv_scale(feature)
+        return (pm / numerics.PIXEL_BIN_SIZE,
+                jnp.exp(plogv - math.log(numerics.PIXEL_BIN_SIZE)), level)
 
 
 class HierarchicalVAE(nnx.Module):
@@ -179,10 +206,10 @@ class HierarchicalVAE(nnx.Module):
         lmb = jnp.asarray(lmb, jnp.float32)
         return jnp.broadcast_to(lmb.reshape(-1), (n,)) if lmb.size == 1 else lmb.reshape(n)
 
-    def embed(self, lmb: jax.Array | None) -> jax.Array | None:
-        return None if lmb is None else self.lmb_embedding(lmb)
+    def embed(self, lmb: jax.Array | None, apply=direct) -> jax.Array | None:
+        return None if lmb is None else apply(self.lmb_embedding, "__call__", lmb)
 
-    def encode(self, x: jax.Array, emb: jax.Array | None) -> dict:
+    def encode(self, x: jax.Array, emb: jax.Array | None, apply=direct) -> dict:
         """Bottom-up pass on the preprocessed input. Returns the features the decoder reads:
         keyed by resolution H (QRes, rd: the last block at each resolution wins) or by tap name."""
         feats = {}
@@ -191,7 +218,7 @@ class HierarchicalVAE(nnx.Module):
             if isinstance(blk, B.Tap):
                 feats[blk.key] = x
                 continue
-            x = _call(blk, x, emb)
+            x = _call(blk, x, emb, apply)
             if not by_tap:
                 feats[x.shape[1]] = x
         return feats
@@ -200,33 +227,33 @@ class HierarchicalVAE(nnx.Module):
         """The learned constant ``bias`` broadcast to (N, h, w, width), h = H / max_stride."""
         return jnp.broadcast_to(self.bias[...], (n, h, w, self.bias.shape[0]))
 
-    def _run(self, feature, emb, lo: int, hi: int):
+    def _run(self, feature, emb, lo: int, hi: int, apply=direct):
         for j in range(lo, hi):
-            feature = _call(self.dec_blocks[j], feature, emb)
+            feature = _call(self.dec_blocks[j], feature, emb, apply)
         return feature
 
-    def prior_step(self, i: int, feature, emb):
+    def prior_step(self, i: int, feature, emb, apply=direct):
         """Run the decoder up to latent block i and its prior: -> (feature, pm, pv)."""
         lo = self.latent_positions[i - 1] + 1 if i > 0 else 0
-        feature = self._run(feature, emb, lo, self.latent_positions[i])
-        return self.dec_blocks[self.latent_positions[i]].prior(feature, emb)
+        feature = self._run(feature, emb, lo, self.latent_positions[i], apply)
+        return apply(self.dec_blocks[self.latent_positions[i]], "prior", feature, emb)
 
-    def posterior(self, i: int, feature, enc_feats: dict, emb):
+    def posterior(self, i: int, feature, enc_feats: dict, emb, apply=direct):
         blk = self.dec_blocks[self.latent_positions[i]]
         spec = self.config.dec_blocks[self.latent_positions[i]]
         key = spec.enc_key if self.config.family == "qarv" else feature.shape[1]
-        return blk.posterior(feature, enc_feats[key], emb)
+        return apply(blk, "posterior", feature, enc_feats[key], emb)
 
-    def fuse_step(self, i: int, feature, z, emb):
-        return self.dec_blocks[self.latent_positions[i]].fuse(feature, z, emb)
+    def fuse_step(self, i: int, feature, z, emb, apply=direct):
+        return apply(self.dec_blocks[self.latent_positions[i]], "fuse", feature, z, emb)
 
-    def tail(self, feature, emb):
+    def tail(self, feature, emb, apply=direct):
         """Blocks after the last latent: -> decoder output (QRes lossless: the head's input)."""
-        return self._run(feature, emb, self.latent_positions[-1] + 1, len(self.dec_blocks))
+        return self._run(feature, emb, self.latent_positions[-1] + 1, len(self.dec_blocks), apply)
 
-    def mean_output(self, feature):
+    def mean_output(self, feature, apply=direct):
         """Reconstruction x̂ in [-1, 1] units from the decoder output (lossless: pixel mean)."""
-        return self.head.conv_mean(feature) if self.lossless else feature
+        return apply(self.head, "mean", feature) if self.lossless else feature
 
     # -- the top-down pass ----------------------------------------------------------------------
 
