@@ -21,32 +21,48 @@ def _tiny_qarv():
     return lvae_jax.build_model(cfg)
 
 
-def _calls_and_keys(model, x, emb):
-    """Record every block call of an encoder pass: (number of calls, distinct executables: one
-    per structure, method, weight shapes and input shapes)."""
-    pieces = piecewise.Piecewise(model)
+def _recording(pieces):
+    """An ``apply`` hook that records each block call and its executable's key (structure,
+    method, weight shapes, input shapes) before running it through ``pieces``."""
     calls, keys = [], set()
 
-    def recording(block, method, *args):
+    def apply(block, method, *args):
         g, state = pieces.split(block)
         calls.append(method)
         keys.add((g, method, tuple(x.shape for x in jax.tree.leaves(state)),
                   tuple(None if a is None else a.shape for a in args)))
         return pieces(block, method, *args)
 
-    feats = model.encode(x, emb, apply=recording)
-    return feats, len(calls), len(keys)
+    return apply, calls, keys
 
 
 def test_equal_blocks_share_one_executable():
     model = _tiny_qarv()
     x = jnp.asarray(np.random.default_rng(0).random((1, 128, 64, 3), np.float32))
     emb = model.embed(jnp.full((1,), 64.0))
-    before = piecewise._run_block._cache_size()
-    _, n_calls, n_keys = _calls_and_keys(model, x, emb)
-    compiled = piecewise._run_block._cache_size() - before
-    assert n_keys < n_calls                       # the repeated blocks are the same key
-    assert compiled == n_keys                     # ... and compile once
+    pieces = piecewise.Piecewise(model)
+    apply, calls, keys = _recording(pieces)
+    model.encode(x, emb, apply=apply)
+    assert len(keys) < len(calls)                 # the repeated blocks are the same key
+    assert pieces.distinct() == len(keys)         # ... and compile once
+
+
+def test_warm_compiles_everything_the_pass_needs():
+    """After ``warm`` (an abstract trace, then parallel compilation) the real pass compiles
+    nothing; a second warm of the same pass has nothing left to do."""
+    model = _tiny_qarv()
+    x = jnp.asarray(np.random.default_rng(0).random((2, 64, 64, 3), np.float32))
+    pieces = piecewise.Piecewise(model, workers=2)
+
+    def run():
+        emb = model.embed(jnp.full((2,), 64.0), apply=pieces)
+        return model.encode(x, emb, apply=pieces)
+
+    n = pieces.warm(run)
+    assert n == pieces.distinct() > 0
+    out = run()
+    assert pieces.distinct() == n and set(out)      # nothing compiled by the real pass
+    assert pieces.warm(run) == 0
 
 
 def test_piecewise_equals_the_traced_program():

@@ -67,8 +67,7 @@ def from_coder_order(flat: np.ndarray, shape_hwc) -> np.ndarray:
     return np.asarray(flat).reshape(c, h, w).transpose(1, 2, 0)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _latent_symbols(pm, pv, qm, table, bound: int, near_boundary: float):
+def _latent_symbols(pm, pv, qm, table, *, bound: int, near_boundary: float):
     """Encoder side of one latent: symbols ``round(qm − pm)``, the table indexes of the prior
     scales, the count per image of elements whose scale lies within a relative ``near_boundary``
     of a table threshold (another float path may pick the other index there), and the latent
@@ -81,28 +80,25 @@ def _latent_symbols(pm, pv, qm, table, bound: int, near_boundary: float):
     return sym, idx, at_risk, sym.astype(jnp.float32) + pm
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _indexes(scale, table, bound: int):
+def _indexes(scale, table, *, bound: int):
     return T.build_indexes_jnp(scale, table, bound)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _preprocess(im, shift: float, scale: float):
-    return numerics.preprocess_input(im, shift, scale)
-
-
-@jax.jit
 def _pixel_symbols(im, mean):
     """Lossless: the pixel symbols ``round(x − mean)`` in bin units."""
     return numerics.quantize_symbols(numerics.preprocess_target(im) / numerics.PIXEL_BIN_SIZE, mean)
 
 
-_process_output = jax.jit(numerics.process_output)
+@functools.lru_cache(maxsize=None)
+def _jitted(fn, **static):
+    """``jax.jit(fn)`` with its static keyword arguments bound, one per (fn, values)."""
+    return jax.jit(functools.partial(fn, **static))
 
 
 class CodecEngine:
     """Encode/decode passes of one model, run block by block (:mod:`lvae_jax.models.piecewise`:
-    one compiled executable per distinct block structure and input shape). ``model``: a loaded
+    one compiled executable per distinct block structure and input shape, compiled in parallel
+    before the first image of a size). ``model``: a loaded
     :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV)."""
 
     def __init__(self, model, near_boundary: float = 1e-5):
@@ -118,9 +114,25 @@ class CodecEngine:
         self.latent_tables = T.get_tables(LATENT_TABLE[cfg.family])
         self.pixel_tables = T.get_tables(PIXEL_TABLE) if model.lossless else None
         self._latent_table = jnp.asarray(self.latent_tables.scale_table)
-        self._pixel_table = (jnp.asarray(self.pixel_tables.scale_table) if model.lossless
-                             else None)
+        bound = self.latent_tables.bound
+        self._symbols = _jitted(_latent_symbols, bound=bound, near_boundary=self.near_boundary)
+        self._latent_indexes = _jitted(_indexes, bound=bound)
+        self._preprocess = _jitted(numerics.preprocess_input, im_shift=cfg.im_shift,
+                                   im_scale=cfg.im_scale)
+        if model.lossless:
+            self._pixel_table = jnp.asarray(self.pixel_tables.scale_table)
+            self._pixel_indexes = _jitted(_indexes, bound=self.pixel_tables.bound)
+            self._pixel_symbols = _jitted(_pixel_symbols)
+        else:
+            self._output = _jitted(numerics.process_output)
         self.num_latents = model.num_latents
+        self._warmed: set = set()
+
+    def _warm(self, key, run):
+        """Compile what ``run()`` needs, in parallel, once per ``key`` (pass and shape)."""
+        if key not in self._warmed:
+            self.pieces.warm(run)
+            self._warmed.add(key)
 
     def _embed(self, lmb, n):
         """The λ embedding (N, embed_dim) of a variable-rate model, or None."""
@@ -132,25 +144,24 @@ class CodecEngine:
         """Lossless head: (mean, scale, indexes) in bin units and the raw levels
         (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`)."""
         mean, scale, level = self.pieces(self.model.head, "codec_inputs", feature)
-        return mean, scale, _indexes(scale, self._pixel_table, self.pixel_tables.bound), level
+        return mean, scale, self.pieces.call(self._pixel_indexes, scale, self._pixel_table), level
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
-        """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
+    def _encode_pass(self, im, lmb):
+        """The device side of :meth:`encode`: device arrays (symbols, indexes, scales, at-risk
+        counts per latent; the lossless pixel symbols, indexes, scales and levels or Nones)."""
         model, run, cfg = self.model, self.pieces, self.config
-        im = jnp.asarray(im, jnp.float32)
         n, h, w, _ = im.shape
         s = cfg.max_stride
         emb = self._embed(lmb, n)
-        enc = model.encode(_preprocess(im, cfg.im_shift, cfg.im_scale), emb, apply=run)
+        enc = model.encode(run.call(self._preprocess, im), emb, apply=run)
         feature = model.initial_feature(n, h // s, w // s)
         symbols, indexes, scales, risks = [], [], [], []
         for i in range(self.num_latents):
             feature, pm, pv = model.prior_step(i, feature, emb, apply=run)
             qm, _ = model.posterior(i, feature, enc, emb, apply=run)
-            sym, idx, risk, z = _latent_symbols(pm, pv, qm, self._latent_table,
-                                                self.latent_tables.bound, self.near_boundary)
+            sym, idx, risk, z = run.call(self._symbols, pm, pv, qm, self._latent_table)
             symbols.append(sym)
             indexes.append(idx)
             scales.append(pv)
@@ -159,9 +170,14 @@ class CodecEngine:
         pixel = (None,) * 4
         if model.lossless:
             mean, scale, idx, level = self._pixel_head(model.tail(feature, emb, apply=run))
-            pixel = (_pixel_symbols(im, mean), idx, scale, level)
-        symbols, indexes, scales, risks, pixel = jax.device_get(
-            (symbols, indexes, scales, risks, pixel))
+            pixel = (run.call(self._pixel_symbols, im, mean), idx, scale, level)
+        return symbols, indexes, scales, risks, pixel
+
+    def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
+        """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
+        im = jnp.asarray(im, jnp.float32)
+        self._warm(("encode", im.shape, lmb is None), lambda: self._encode_pass(im, lmb))
+        symbols, indexes, scales, risks, pixel = jax.device_get(self._encode_pass(im, lmb))
         opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
         pix_sym, pix_idx, pix_scale, pix_level = (opt(a) for a in pixel)
         return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
@@ -169,6 +185,23 @@ class CodecEngine:
                               [np.asarray(x) for x in scales], pix_scale, pix_level)
 
     # -- decoding -----------------------------------------------------------------------------
+
+    def _decode_pass(self, latent_grid, lmb, choose):
+        """The device side of :meth:`decode`; ``choose(i, pm, pv, indexes) -> z`` (device arrays
+        in, a device array out). -> the image in [0, 1], or the lossless pixel head's outputs."""
+        model, run = self.model, self.pieces
+        n, h, w = latent_grid
+        emb = self._embed(lmb, n)
+        feature = model.initial_feature(n, h, w)
+        z = None
+        for i in range(self.num_latents):
+            feature, pm, pv = inference.decode_step(model, i, feature, z, emb, apply=run)
+            z = choose(i, pm, pv, run.call(self._latent_indexes, pv, self._latent_table))
+        feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, apply=run),
+                             emb, apply=run)
+        if model.lossless:
+            return self._pixel_head(feature)
+        return run.call(self._output, model.mean_output(feature, apply=run))
 
     def decode(self, latent_grid: tuple[int, int, int], lmb, decode_latent,
                decode_pixels=None) -> np.ndarray:
@@ -182,23 +215,19 @@ class CodecEngine:
         before rounding (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`), and returns the image
         in [0, 1].
         """
-        model, run = self.model, self.pieces
-        if model.lossless and decode_pixels is None:
+        if self.model.lossless and decode_pixels is None:
             raise ValueError("decoding the lossless model needs decode_pixels")
-        n, h, w = latent_grid
-        emb = self._embed(jnp.float32(lmb) if lmb is not None else None, n)
-        feature = model.initial_feature(n, h, w)
-        z = None
-        for i in range(self.num_latents):
-            feature, pm, pv = inference.decode_step(model, i, feature, z, emb, apply=run)
-            idx = _indexes(pv, self._latent_table, self.latent_tables.bound)
-            pm_h, pv_h, idx_h = jax.device_get((pm, pv, idx))
-            z = jnp.asarray(decode_latent(i, np.asarray(pm_h), np.asarray(pv_h), np.asarray(idx_h)),
-                            jnp.float32)
-        feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, apply=run),
-                             emb, apply=run)
-        if model.lossless:
-            mean, scale, idx, level = jax.device_get(self._pixel_head(feature))
-            return decode_pixels(np.asarray(mean), np.asarray(scale), np.asarray(idx),
-                                 np.asarray(level))
-        return np.asarray(jax.device_get(_process_output(model.mean_output(feature, apply=run))))
+        lmb = jnp.float32(lmb) if lmb is not None else None
+        grid = tuple(int(v) for v in latent_grid)
+        # the plan: the same pass with the prior mean standing in for each decoded latent
+        self._warm(("decode", grid, lmb is None),
+                   lambda: self._decode_pass(grid, lmb, lambda i, pm, pv, idx: pm))
+
+        def host(i, pm, pv, idx):
+            pm, pv, idx = (np.asarray(a) for a in jax.device_get((pm, pv, idx)))
+            return jnp.asarray(decode_latent(i, pm, pv, idx), jnp.float32)
+
+        out = jax.device_get(self._decode_pass(grid, lmb, host))
+        if self.model.lossless:
+            return decode_pixels(*(np.asarray(a) for a in out))
+        return np.asarray(out)
