@@ -8,9 +8,13 @@ the next prior, and decode its symbols on the host.
 All arrays crossing to the host are NHWC; :func:`to_coder_order` flattens them per image in the
 official NCHW (C, H, W) order, which the bitstreams depend on.
 
-Both run block by block (:class:`~lvae_jax.models.piecewise.Piecewise`): one compiled executable
-per distinct block structure and input shape, the weights as arguments, so a new image size
-compiles a few small programs rather than the whole model again.
+The encoding pass is one jitted program per image size. The decoder runs block by block
+(:class:`~lvae_jax.models.piecewise.Piecewise`): one compiled executable per distinct block
+structure and input shape, the weights as arguments, compiled on a thread pool before the first
+image of a size; that halves a decode's first call (qarv_base, 512×768, CPU: 12.0 -> 6.5 s) where
+the previous one-program-per-latent-step decoder compiled every step's blocks again. The encoder
+stays whole: block by block its steady state was 17 % slower (XLA keeps buffers and fusions across
+blocks inside one program) for about the same compile time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lvae_jax import numerics
 from lvae_jax.entropy import tables as T
 from lvae_jax.models import inference
 from lvae_jax.models.piecewise import Piecewise
+from lvae_jax.models.vae import direct
 
 #: Which scale table each model family's latents use (the official update() of each block).
 LATENT_TABLE = {"qres": "qres_latent", "qarv": "qarv_latent"}
@@ -95,10 +100,24 @@ def _jitted(fn, **static):
     return jax.jit(functools.partial(fn, **static))
 
 
+class _Whole:
+    """Blocks and functions run in the caller's trace (inside one jitted program): the ``run``
+    of a pass compiled whole, beside :class:`~lvae_jax.models.piecewise.Piecewise`."""
+
+    def __call__(self, block, method: str, *args):
+        return direct(block, method, *args)
+
+    @staticmethod
+    def call(fn, *args):
+        return fn(*args)
+
+
+WHOLE = _Whole()
+
+
 class CodecEngine:
-    """Encode/decode passes of one model, run block by block (:mod:`lvae_jax.models.piecewise`:
-    one compiled executable per distinct block structure and input shape, compiled in parallel
-    before the first image of a size). ``model``: a loaded
+    """Encode/decode passes of one model: encoding one jitted program per image size, decoding
+    block by block (:mod:`lvae_jax.models.piecewise`). ``model``: a loaded
     :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV)."""
 
     def __init__(self, model, near_boundary: float = 1e-5):
@@ -127,6 +146,12 @@ class CodecEngine:
             self._output = _jitted(numerics.process_output)
         self.num_latents = model.num_latents
         self._warmed: set = set()
+        # The encoding pass is one program per image size: XLA runs it faster whole than block
+        # by block (qarv_base, 512×768, CPU: the encoder alone 1.79 s vs 2.12 s) for about the
+        # same compile time.
+        graphdef = self.graphdef
+        self._encode = jax.jit(lambda state, im, lmb: self._encode_pass(
+            nnx.merge(graphdef, state), WHOLE, im, lmb))
 
     def _warm(self, key, run):
         """Compile what ``run()`` needs, in parallel, once per ``key`` (pass and shape)."""
@@ -134,27 +159,28 @@ class CodecEngine:
             self.pieces.warm(run)
             self._warmed.add(key)
 
-    def _embed(self, lmb, n):
+    def _embed(self, model, run, lmb, n):
         """The λ embedding (N, embed_dim) of a variable-rate model, or None."""
         if not self.config.variable_rate:
             return None
-        return self.model.embed(self.model.lmb_array(lmb, n), apply=self.pieces)
+        return model.embed(model.lmb_array(lmb, n), apply=run)
 
-    def _pixel_head(self, feature):
+    def _pixel_head(self, model, run, feature):
         """Lossless head: (mean, scale, indexes) in bin units and the raw levels
         (:meth:`lvae_jax.models.vae.NLLHead.codec_inputs`)."""
-        mean, scale, level = self.pieces(self.model.head, "codec_inputs", feature)
-        return mean, scale, self.pieces.call(self._pixel_indexes, scale, self._pixel_table), level
+        mean, scale, level = run(model.head, "codec_inputs", feature)
+        return mean, scale, run.call(self._pixel_indexes, scale, self._pixel_table), level
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _encode_pass(self, im, lmb):
+    def _encode_pass(self, model, run, im, lmb):
         """The device side of :meth:`encode`: device arrays (symbols, indexes, scales, at-risk
-        counts per latent; the lossless pixel symbols, indexes, scales and levels or Nones)."""
-        model, run, cfg = self.model, self.pieces, self.config
+        counts per latent; the lossless pixel symbols, indexes, scales and levels or Nones).
+        ``run``: how blocks run (:data:`WHOLE` inside one traced program)."""
+        cfg = self.config
         n, h, w, _ = im.shape
         s = cfg.max_stride
-        emb = self._embed(lmb, n)
+        emb = self._embed(model, run, lmb, n)
         enc = model.encode(run.call(self._preprocess, im), emb, apply=run)
         feature = model.initial_feature(n, h // s, w // s)
         symbols, indexes, scales, risks = [], [], [], []
@@ -169,15 +195,14 @@ class CodecEngine:
             feature = model.fuse_step(i, feature, z, emb, apply=run)
         pixel = (None,) * 4
         if model.lossless:
-            mean, scale, idx, level = self._pixel_head(model.tail(feature, emb, apply=run))
+            mean, scale, idx, level = self._pixel_head(model, run, model.tail(feature, emb, apply=run))
             pixel = (run.call(self._pixel_symbols, im, mean), idx, scale, level)
         return symbols, indexes, scales, risks, pixel
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
-        im = jnp.asarray(im, jnp.float32)
-        self._warm(("encode", im.shape, lmb is None), lambda: self._encode_pass(im, lmb))
-        symbols, indexes, scales, risks, pixel = jax.device_get(self._encode_pass(im, lmb))
+        out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
+        symbols, indexes, scales, risks, pixel = jax.device_get(out)
         opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
         pix_sym, pix_idx, pix_scale, pix_level = (opt(a) for a in pixel)
         return EncodedLatents([np.asarray(x) for x in symbols], [np.asarray(x) for x in indexes],
@@ -191,7 +216,7 @@ class CodecEngine:
         in, a device array out). -> the image in [0, 1], or the lossless pixel head's outputs."""
         model, run = self.model, self.pieces
         n, h, w = latent_grid
-        emb = self._embed(lmb, n)
+        emb = self._embed(model, run, lmb, n)
         feature = model.initial_feature(n, h, w)
         z = None
         for i in range(self.num_latents):
@@ -200,7 +225,7 @@ class CodecEngine:
         feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, apply=run),
                              emb, apply=run)
         if model.lossless:
-            return self._pixel_head(feature)
+            return self._pixel_head(model, run, feature)
         return run.call(self._output, model.mean_output(feature, apply=run))
 
     def decode(self, latent_grid: tuple[int, int, int], lmb, decode_latent,

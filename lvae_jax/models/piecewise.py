@@ -2,11 +2,10 @@
 every block of the same structure, weight shapes and input shapes, the block's weights passed as
 arguments.
 
-Tracing a whole hierarchical VAE into one program per image size makes XLA compile every block
-again, although qarv_base's 69 blocks have 14 distinct structures. Run block by block, a model
-needs one small executable per distinct (block structure, method, weight shapes, input shapes);
-the encoder and the decoder share theirs (prior, fuse and the decoder blocks), and every further
-block of a shape reuses them. The numerics are those of the blocks themselves — the same
+Tracing the top-down pass into one program per latent step (the sequential decoder's unit) makes
+XLA compile every block again, although qarv_base's 30 decoder blocks have 7 distinct structures.
+Run block by block, a model needs one small executable per distinct (block structure, method,
+weight shapes, input shapes), and every further block of a shape reuses it. The numerics are those of the blocks themselves — the same
 operations in the same order; only the program boundaries move (tests/test_piecewise.py checks
 that the results are bit-identical to the traced whole).
 
