@@ -228,12 +228,32 @@ def _official_image(path: str):
     return torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)))[None]
 
 
+def _official_device():
+    """CUDA when torch sees a GPU (the official code's own choice), else CPU. On CUDA the
+    convolutions run in full float32 unless ``LVAE_BENCH_TF32=1`` (PyTorch's cuDNN default is
+    TF32, which changes the prior scales the bitstream depends on; docs/cross_implementation.md)."""
+    import torch
+    if not torch.cuda.is_available():
+        return "cpu", lambda: None
+    tf32 = os.environ.get("LVAE_BENCH_TF32", "0") == "1"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    return "cuda", torch.cuda.synchronize
+
+
 def worker_official_latency(model_name: str, image: str, repeats: int) -> dict:
     import torch
     from compressai.entropy_models import EntropyModel
-    model = _official_model(model_name)
-    im = _official_image(image)
+    device, sync = _official_device()
+    model = _official_model(model_name).to(device)
+    im = _official_image(image).to(device)
     compress, decompress = _official_calls(model, im)
+    _decompress = decompress
+
+    def decompress(obj):
+        out = _decompress(obj)
+        sync()
+        return out
     with torch.no_grad():
         obj = compress()                                   # warm-up
         enc_times = []
@@ -262,7 +282,8 @@ def worker_official_latency(model_name: str, image: str, repeats: int) -> dict:
             dec_times.append(time.perf_counter() - t0)
             coder_times.append(spent["s"])
         EntropyModel.decompress = original
-    return {"impl": "official", "device": "cpu", "model": model_name, "torch_threads": torch.get_num_threads(),
+    return {"impl": "official", "device": device, "model": model_name, "torch_threads": torch.get_num_threads(),
+            "tf32": bool(device == "cuda" and torch.backends.cudnn.allow_tf32),
             "encode": _stats(enc_times), "decode": _stats(dec_times), "decode_entropy": _stats(coder_times),
             "entropy_share": sum(coder_times) / sum(dec_times), "peak_rss_mib": _peak_rss_mib()}
 

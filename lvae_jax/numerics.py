@@ -10,6 +10,7 @@ Conventions: arrays are float32 unless stated; rates are in **nats** (natural lo
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,14 @@ RD_SOFTPLUS_THRESHOLD = 12.0
 LINEAR_SQRT_THRESHOLD = 6.0
 
 LOG2_E = math.log2(math.e)
+
+#: Matmul/convolution precision of the codec's device passes: full float32, what the official
+#: code computes on CPU. TF32 (XLA's and cuDNN's GPU default for float32) keeps 10 mantissa bits
+#: instead of 23, so prior scales would move by far more than the 2^-15 relative tolerance the
+#: index hints are built for (docs/cross_implementation.md). On CPU this changes nothing.
+#: ``LVAE_CODEC_PRECISION`` overrides it for measuring its cost only (benchmarks/device.sh):
+#: files written under another precision may not decode elsewhere.
+CODEC_PRECISION = os.environ.get("LVAE_CODEC_PRECISION", "highest")
 
 # ---------------------------------------------------------------------------------------------
 # Activations and normalisation

@@ -201,7 +201,8 @@ class CodecEngine:
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
-        out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
+        with jax.default_matmul_precision(numerics.CODEC_PRECISION):
+            out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
         symbols, indexes, scales, risks, pixel = jax.device_get(out)
         opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
         pix_sym, pix_idx, pix_scale, pix_level = (opt(a) for a in pixel)
@@ -244,15 +245,15 @@ class CodecEngine:
             raise ValueError("decoding the lossless model needs decode_pixels")
         lmb = jnp.float32(lmb) if lmb is not None else None
         grid = tuple(int(v) for v in latent_grid)
-        # the plan: the same pass with the prior mean standing in for each decoded latent
-        self._warm(("decode", grid, lmb is None),
-                   lambda: self._decode_pass(grid, lmb, lambda i, pm, pv, idx: pm))
-
         def host(i, pm, pv, idx):
             pm, pv, idx = (np.asarray(a) for a in jax.device_get((pm, pv, idx)))
             return jnp.asarray(decode_latent(i, pm, pv, idx), jnp.float32)
 
-        out = jax.device_get(self._decode_pass(grid, lmb, host))
+        with jax.default_matmul_precision(numerics.CODEC_PRECISION):
+            # the plan: the same pass with the prior mean standing in for each decoded latent
+            self._warm(("decode", grid, lmb is None),
+                       lambda: self._decode_pass(grid, lmb, lambda i, pm, pv, idx: pm))
+            out = jax.device_get(self._decode_pass(grid, lmb, host))
         if self.model.lossless:
             return decode_pixels(*(np.asarray(a) for a in out))
         return np.asarray(out)
