@@ -11,10 +11,10 @@ official NCHW (C, H, W) order, which the bitstreams depend on.
 The encoding pass is one jitted program per image size. The decoder runs block by block
 (:class:`~lvae_jax.models.piecewise.Piecewise`): one compiled executable per distinct block
 structure and input shape, the weights as arguments, compiled on a thread pool before the first
-image of a size; that halves a decode's first call (qarv_base, 512×768, CPU: 12.0 -> 6.5 s) where
-the previous one-program-per-latent-step decoder compiled every step's blocks again. The encoder
-stays whole: block by block its steady state was 17 % slower (XLA keeps buffers and fusions across
-blocks inside one program) for about the same compile time (docs/benchmarks.md).
+image of a size; that nearly halves a decode's first call (qarv_base, 512×768, CPU: 12.5 -> 7.6 s)
+where the previous one-program-per-latent-step decoder compiled every step's blocks again. The
+encoder stays whole: block by block it measured 2.12 s against 1.79 s and compiled no faster
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -104,8 +104,7 @@ class _Whole:
     """Blocks and functions run in the caller's trace (inside one jitted program): the ``run``
     of a pass compiled whole, beside :class:`~lvae_jax.models.piecewise.Piecewise`."""
 
-    def __call__(self, block, method: str, *args):
-        return direct(block, method, *args)
+    __call__ = staticmethod(direct)
 
     @staticmethod
     def call(fn, *args):
@@ -133,15 +132,11 @@ class CodecEngine:
         self.latent_tables = T.get_tables(LATENT_TABLE[cfg.family])
         self.pixel_tables = T.get_tables(PIXEL_TABLE) if model.lossless else None
         self._latent_table = jnp.asarray(self.latent_tables.scale_table)
-        bound = self.latent_tables.bound
-        self._symbols = _jitted(_latent_symbols, bound=bound, near_boundary=self.near_boundary)
-        self._latent_indexes = _jitted(_indexes, bound=bound)
-        self._preprocess = _jitted(numerics.preprocess_input, im_shift=cfg.im_shift,
-                                   im_scale=cfg.im_scale)
+        # the decoder's small functions, run (and warmed) like its blocks
+        self._latent_indexes = _jitted(_indexes, bound=self.latent_tables.bound)
         if model.lossless:
             self._pixel_table = jnp.asarray(self.pixel_tables.scale_table)
             self._pixel_indexes = _jitted(_indexes, bound=self.pixel_tables.bound)
-            self._pixel_symbols = _jitted(_pixel_symbols)
         else:
             self._output = _jitted(numerics.process_output)
         self.num_latents = model.num_latents
@@ -151,7 +146,7 @@ class CodecEngine:
         # same compile time.
         graphdef = self.graphdef
         self._encode = jax.jit(lambda state, im, lmb: self._encode_pass(
-            nnx.merge(graphdef, state), WHOLE, im, lmb))
+            nnx.merge(graphdef, state), im, lmb))
 
     def _warm(self, key, run):
         """Compile what ``run()`` needs, in parallel, once per ``key`` (pass and shape)."""
@@ -173,30 +168,32 @@ class CodecEngine:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _encode_pass(self, model, run, im, lmb):
-        """The device side of :meth:`encode`: device arrays (symbols, indexes, scales, at-risk
-        counts per latent; the lossless pixel symbols, indexes, scales and levels or Nones).
-        ``run``: how blocks run (:data:`WHOLE` inside one traced program)."""
-        cfg = self.config
+    def _encode_pass(self, model, im, lmb):
+        """The device side of :meth:`encode`, traced as one program: (symbols, indexes, scales,
+        at-risk counts per latent; the lossless pixel symbols, indexes, scales and levels or
+        Nones)."""
+        cfg, run = self.config, WHOLE
         n, h, w, _ = im.shape
         s = cfg.max_stride
         emb = self._embed(model, run, lmb, n)
-        enc = model.encode(run.call(self._preprocess, im), emb, apply=run)
+        enc = model.encode(numerics.preprocess_input(im, cfg.im_shift, cfg.im_scale), emb)
         feature = model.initial_feature(n, h // s, w // s)
         symbols, indexes, scales, risks = [], [], [], []
         for i in range(self.num_latents):
-            feature, pm, pv = model.prior_step(i, feature, emb, apply=run)
-            qm, _ = model.posterior(i, feature, enc, emb, apply=run)
-            sym, idx, risk, z = run.call(self._symbols, pm, pv, qm, self._latent_table)
+            feature, pm, pv = model.prior_step(i, feature, emb)
+            qm, _ = model.posterior(i, feature, enc, emb)
+            sym, idx, risk, z = _latent_symbols(pm, pv, qm, self._latent_table,
+                                                bound=self.latent_tables.bound,
+                                                near_boundary=self.near_boundary)
             symbols.append(sym)
             indexes.append(idx)
             scales.append(pv)
             risks.append(risk)
-            feature = model.fuse_step(i, feature, z, emb, apply=run)
+            feature = model.fuse_step(i, feature, z, emb)
         pixel = (None,) * 4
         if model.lossless:
-            mean, scale, idx, level = self._pixel_head(model, run, model.tail(feature, emb, apply=run))
-            pixel = (run.call(self._pixel_symbols, im, mean), idx, scale, level)
+            mean, scale, idx, level = self._pixel_head(model, run, model.tail(feature, emb))
+            pixel = (_pixel_symbols(im, mean), idx, scale, level)
         return symbols, indexes, scales, risks, pixel
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
