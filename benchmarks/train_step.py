@@ -4,7 +4,8 @@ parallel scaling. Prints figures (JSON lines); nothing is asserted.
 1. ``step``: forward + backward + update at batch 4, 256×256, for qres34m and qarv_base — the jitted
    lvae-jax step (``lvae_jax.training.step``: λ sampling, loss, gradients, clipping, Adam, spike
    guard, EMA) and the official step (``model(x)`` in train mode, ``loss.backward()``,
-   ``clip_grad_norm_(2.0)``, ``Adam.step()``), each in its own subprocess, same machine, same run.
+   ``clip_grad_norm_(2.0)``, ``Adam.step()``), each in its own subprocess, same machine, same run,
+   with each worker's peak resident memory (``peak_rss_gb``: VmHWM, model and state included).
    The official code is timed only when it imports (``lvae`` + torch + torchvision + timm) in this
    interpreter or in ``--official-python`` (with ``--official-src``, a lossy-vae checkout);
    otherwise it says it skipped.
@@ -12,7 +13,9 @@ parallel scaling. Prints figures (JSON lines); nothing is asserted.
    JPEGs, like COCO), to compare with the images/s the training step consumes.
 3. ``loop``: steady-state steps/s of the real training loop (``lvae_jax.training.train``, the
    loader on those JPEGs, logging every step) for the first model, batch 4 — it reuses the
-   compilation of (1) through a persistent compilation cache shared by the workers.
+   compilation of (1) through a persistent compilation cache shared by the workers — beside the
+   official ``train-fix-rate.py`` loop (its ``TrainWrapper``, dataloader included) on the same
+   JPEGs and batch, for a QRes model, when ``--official-src`` is given.
 4. ``scaling``: step time of one global batch on a data mesh of 1, 2 and 4 devices (CPU devices
    forced with XLA_FLAGS; on a CPU they share the same cores, so this measures the overhead of
    sharding, not a speed-up).
@@ -41,7 +44,16 @@ REPO = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------------
 
 
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this worker process, GB (VmHWM; importable without JAX, so the
+    official worker uses it too)."""
+    from lvae_jax.limits import peak_rss
+    return peak_rss() / 1e9
+
+
 def _jax_step_setup(model_name, batch, size, model_args=None):
+    from lvae_jax import xla_defaults
+    xla_defaults.limit_malloc_arenas()  # as lvae_jax.training.train does, before JAX starts
     import jax
     import numpy as np
 
@@ -68,9 +80,13 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
     # jitted exactly as the trainer does (so `loop` below reuses this compilation)
     step = jax.jit(make_step(graphdef, config, cfg, tx), in_shardings=(rep, bsh, rep),
                    out_shardings=(rep, rep), donate_argnums=0)
+    from lvae_jax.limits import peak_rss
+    rss_before = peak_rss()
     t0 = time.perf_counter()
     compiled = step.lower(state, im, step_key(state.rng, 0)).compile()
     compile_s = time.perf_counter() - t0
+    rss_compiled = peak_rss()
+    mem = compiled.memory_analysis()
     state, m = compiled(state, im, step_key(state.rng, 0))
     jax.block_until_ready(m)
     times = []
@@ -81,7 +97,14 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     return {"impl": "lvae-jax", "device": str(jax.devices()[0]), "compile_s": compile_s,
             "mean_s": float(np.mean(times)), "min_s": float(np.min(times)),
-            "depthwise": os.environ.get("LVAE_DEPTHWISE", "auto")}
+            "depthwise": os.environ.get("LVAE_DEPTHWISE", "auto"),
+            # where the memory goes: the step's buffers as XLA planned them (state in and out
+            # alias: donated), the peak before compiling (model + state built), after compiling
+            # or loading the executable, and at the end (after the steps)
+            "xla_temp_gb": mem.temp_size_in_bytes / 1e9 if mem else None,
+            "xla_args_gb": mem.argument_size_in_bytes / 1e9 if mem else None,
+            "peak_rss_before_compile_gb": rss_before / 1e9,
+            "peak_rss_after_compile_gb": rss_compiled / 1e9, "peak_rss_gb": _peak_rss_gb()}
 
 
 def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dict:
@@ -112,7 +135,8 @@ def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dic
         step()
         times.append(time.perf_counter() - t0)
     return {"impl": "official", "device": device, "threads": torch.get_num_threads(),
-            "mean_s": float(np.mean(times)), "min_s": float(np.min(times))}
+            "mean_s": float(np.mean(times)), "min_s": float(np.min(times)),
+            "peak_rss_gb": _peak_rss_gb()}
 
 
 def worker_pipeline(batch: int, size: int, seconds: float, workers: int | None) -> dict:
@@ -142,7 +166,8 @@ def _coco_like_folder(root: Path, count: int = 64) -> Path:
     return root
 
 
-def worker_loop(model_name: str, batch: int, size: int, steps: int) -> dict:
+def worker_loop(model_name: str, batch: int, size: int, steps: int,
+                model_args: dict | None = None) -> dict:
     """Steady-state steps/s of the real training loop (``lvae_jax.training.train``: the
     prefetching loader on COCO-like JPEGs, the jitted step, metrics and logging; no checkpoint or
     evaluation inside the measured steps), from the per-step log after the first two steps."""
@@ -155,7 +180,7 @@ def worker_loop(model_name: str, batch: int, size: int, steps: int) -> dict:
         data = Path(tmp) / "data"
         data.mkdir()
         _coco_like_folder(data)
-        cfg = TrainConfig(model=model_name, data_dir=str(data), crop=size,
+        cfg = TrainConfig(model=model_name, data_dir=str(data), crop=size, model_args=model_args or {},
                           batch_size_per_device=batch, iterations=steps, log_every=1,
                           save_every=10 ** 9, run_dir=str(Path(tmp) / "run"), tensorboard=False,
                           progress=False)
@@ -164,8 +189,71 @@ def worker_loop(model_name: str, batch: int, size: int, steps: int) -> dict:
         total = time.perf_counter() - t0
         rows = [_json.loads(l) for l in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     rates = [r["steps_per_s"] for r in rows if r["split"] == "train" and r["step"] > 2]
-    return {"steps_per_s": float(np.median(rates)), "images_per_s": float(np.median(rates)) * batch,
-            "steps": steps, "run_s_incl_compile": total}
+    return {"impl": "lvae-jax", "steps_per_s": float(np.median(rates)),
+            "images_per_s": float(np.median(rates)) * batch, "steps": steps,
+            "run_s_incl_compile": total, "peak_rss_gb": _peak_rss_gb()}
+
+
+def worker_official_loop(model_name: str, batch: int, size: int, steps: int, lmb: float,
+                         src: str, workers: int) -> dict:
+    """Steady-state steps/s of the official ``train-fix-rate.py`` loop (its ``TrainWrapper``: the
+    official dataloader — ``ImageDataset``, RandomCrop + flip, ``DataLoader`` with ``workers``
+    processes —, the step, gradient clipping, Adam, EMA, the progress-bar and W&B logging in
+    ``disabled`` mode) on the same JPEGs and batch as :func:`worker_loop`.
+
+    Adapted only where the official loop cannot run here: the device is CUDA when torch sees one,
+    else the CPU (``set_device`` assumes CUDA; ``torch.cuda.max_memory_allocated`` reads 0 on
+    the CPU), and the evaluation on Kodak is skipped (not part of a training step; it runs every
+    1 000 steps and at the end). Steps/s: the median over steps 3.. of the inverse time between
+    successive batch requests, so the loader, step and logging of each step are all counted."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+    script = Path(src) / "train-fix-rate.py"
+    spec = importlib.util.spec_from_file_location("official_train_fix_rate", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cuda = torch.cuda.is_available()
+    if not cuda:  # the official logging reads CUDA memory statistics every step
+        torch.cuda.max_memory_allocated = lambda *a, **k: 0
+        torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
+    stamps = []
+
+    class Wrapper(mod.TrainWrapper):
+        def set_device(self):
+            self.device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+
+        def evaluate(self):
+            self._results = "evaluation skipped (benchmark)"
+
+        def make_training_loader(self, dataset):
+            super().make_training_loader(dataset)
+            inner = self.trainloader
+
+            def timed():
+                for b in inner:
+                    stamps.append(time.perf_counter())
+                    yield b
+            self.trainloader = timed()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        _coco_like_folder(data)
+        os.chdir(tmp)  # the official trainer writes runs/<project>/<name>
+        sys.argv = ["train-fix-rate.py", "--model", model_name, "--model_args", f"lmb={lmb}",
+                    "--trainset", str(data), "--transform", f"crop={size},hflip=True",
+                    "--batch_size", str(batch), "--iterations", str(steps),
+                    "--workers", str(workers), "--wbmode", "disabled"]
+        t0 = time.perf_counter()
+        Wrapper(mod.parse_args()).main()
+        total = time.perf_counter() - t0
+    gaps = np.diff(np.asarray(stamps))[2:]
+    return {"impl": "official", "device": "cuda" if cuda else "cpu",
+            "threads": torch.get_num_threads(), "steps_per_s": float(np.median(1.0 / gaps)),
+            "images_per_s": float(np.median(1.0 / gaps)) * batch, "steps": steps,
+            "loader_workers": workers, "run_s": total, "peak_rss_gb": _peak_rss_gb()}
 
 
 def worker_scaling(model_name: str, model_args: dict, batch: int, size: int, repeats: int) -> dict:
@@ -229,6 +317,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["step", "pipeline", "loop", "scaling"], nargs="+",
                    default=["step", "pipeline", "loop", "scaling"])
     p.add_argument("--loop-steps", type=int, default=6)
+    p.add_argument("--loop-workers", type=int, default=min(6, os.cpu_count() or 1),
+                   help="DataLoader processes of the official loop (its default 6, at most the "
+                        "CPU count)")
     p.add_argument("--models", nargs="+", default=["qres34m", "qarv_base"])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
@@ -253,6 +344,10 @@ def main(argv=None) -> int:
             kw = dict(model_name=name, batch=args.batch, size=args.size, repeats=args.repeats)
             row = {"bench": "train_step", "model": name, "batch": args.batch, "size": args.size}
             row["lvae_jax"] = _run({"fn": "worker_jax", "kw": kw})
+            # the same step again in a fresh process: the executable now comes from the run's
+            # persistent compilation cache (as in a resumed run), so its peak memory is the
+            # step's own, without the compiler's
+            row["lvae_jax_cached"] = _run({"fn": "worker_jax", "kw": kw})
             if official:
                 row["official"] = _run({"fn": "worker_official", "kw": kw}, python=args.official_python,
                                        src=args.official_src)
@@ -266,10 +361,26 @@ def main(argv=None) -> int:
         print(json.dumps({"bench": "input_pipeline", "batch": args.pipeline_batch, "size": args.size,
                           **r}), flush=True)
     if "loop" in args.only:
-        r = _run({"fn": "worker_loop", "kw": dict(model_name=args.models[0], batch=args.batch,
-                                                   size=args.size, steps=args.loop_steps)})
-        print(json.dumps({"bench": "training_loop", "model": args.models[0], "batch": args.batch,
-                          "size": args.size, **r}), flush=True)
+        name = args.models[0]
+        # fixed-rate models: the official train-fix-rate.py default λ (the cost does not depend on it)
+        model_args = {} if name.startswith("qarv") or name.startswith("rd_") else {"lmb": 2048.0}
+        row = {"bench": "training_loop", "model": name, "batch": args.batch, "size": args.size}
+        row["lvae_jax"] = _run({"fn": "worker_loop", "kw": dict(
+            model_name=name, batch=args.batch, size=args.size, steps=args.loop_steps,
+            model_args=model_args)})
+        if name.startswith("qres") and args.official_src and _official_available(
+                args.official_python, args.official_src):
+            row["official"] = _run({"fn": "worker_official_loop", "kw": dict(
+                model_name=name, batch=args.batch, size=args.size, steps=args.loop_steps,
+                lmb=model_args["lmb"], src=args.official_src, workers=args.loop_workers)},
+                python=args.official_python, src=args.official_src)
+            j, o = row["lvae_jax"].get("steps_per_s"), row["official"].get("steps_per_s")
+            if j and o:
+                row["jax_over_official_steps_per_s"] = j / o
+        else:
+            row["official"] = ("skipped: the official fixed-rate loop (train-fix-rate.py) needs "
+                               "--official-src and a QRes model")
+        print(json.dumps(row), flush=True)
     if "scaling" in args.only:
         flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
         r = _run({"fn": "worker_scaling", "kw": dict(

@@ -10,6 +10,13 @@ and 65 ms (measured here, 2 threads). Whole models at 512×768: qres34m forward 
 XLA reads ``XLA_FLAGS`` once, when the first backend starts, so this must run before any JAX
 computation: importing :mod:`lvae_jax` does it, and does nothing if the user already chose a value
 for the flag or JAX is already running.
+
+:func:`limit_malloc_arenas` (the training entry point calls it): one glibc malloc arena instead of
+one per thread. XLA:CPU's thread pool frees and re-allocates the step's multi-GB temporaries every
+step; with an arena per thread they stay resident in several arenas. qres34m step at batch 4,
+256²: peak resident memory 7.80 -> 6.82 GB, step time unchanged (7.29 vs 7.47 s, within noise);
+the official PyTorch step is unaffected by the same setting, and the codec's encode/decode are
+not helped by it (+2–8 %), so importing the package does not apply it (docs/training.md).
 """
 
 from __future__ import annotations
@@ -36,3 +43,21 @@ def apply() -> bool:
 def _backend_started() -> bool:
     xb = sys.modules.get("jax._src.xla_bridge")
     return bool(xb is not None and getattr(xb, "_backends", None))
+
+
+M_ARENA_MAX = -8  # glibc <malloc.h>
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc malloc at ``LVAE_MALLOC_ARENAS`` arenas (default 1; ``0``: leave malloc alone)
+    before JAX starts its threads. Does nothing where the user set ``MALLOC_ARENA_MAX`` (glibc
+    read it at start-up), JAX is already running, or the C library is not glibc."""
+    n = int(os.environ.get("LVAE_MALLOC_ARENAS", "1") or 0)
+    if n <= 0 or os.environ.get("MALLOC_ARENA_MAX") or _backend_started():
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, n))
+    except (OSError, AttributeError):
+        return False

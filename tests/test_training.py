@@ -451,6 +451,26 @@ def test_per_image_loss_weighting():
         batch_loss(per, "median")
 
 
+def test_malloc_arena_cap_before_jax_only():
+    """The training entry point caps glibc's malloc arenas before JAX starts its threads — and
+    leaves malloc alone when told to (``LVAE_MALLOC_ARENAS=0``), when the user chose
+    ``MALLOC_ARENA_MAX`` (glibc read it at start-up) or once JAX runs (too late to matter)."""
+    code = ("import sys, lvae_jax.xla_defaults as d\n"
+            "first = d.limit_malloc_arenas()\n"
+            "import jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
+            "print(first, d.limit_malloc_arenas())")
+
+    def run(**env):
+        e = {k: v for k, v in os.environ.items() if k not in ("LVAE_MALLOC_ARENAS",
+                                                              "MALLOC_ARENA_MAX")}
+        out = subprocess.run([sys.executable, "-c", code], env={**e, **env}, cwd=REPO,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+    assert run() == ["True", "False"]
+    assert run(LVAE_MALLOC_ARENAS="0") == ["False", "False"]
+    assert run(MALLOC_ARENA_MAX="4") == ["False", "False"]
+
+
 def test_every_training_config_field_is_a_flag():
     """The flags are derived from TrainConfig: a field without a flag (or a flag for a field that
     no longer exists) is a bug of the derivation, not a missing line."""

@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from lvae_jax import xla_defaults
 from lvae_jax.files import atomic_write_text
 from lvae_jax.training import parallel
 from lvae_jax.training.config import TrainConfig
@@ -219,6 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     job's time limit; a later ``resume=True`` continues exactly.
     """
     cfg.validate()
+    xla_defaults.limit_malloc_arenas()  # before JAX's threads: less peak memory per step
     if cfg.distributed:
         parallel.initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
     is_main = jax.process_index() == 0
