@@ -9,6 +9,10 @@ image is a scikit-image photograph resized to ``--size`` and saved as PNG.
 
 Timed, each a fresh interpreter, wall clock of the whole process (start-up and imports included):
 
+* model load alone, timed inside the process after the imports: ``lvae_jax.load_model(DIR)`` —
+  first in an empty cache (the weights' checksum verified), then the min of ``--repeats`` —
+  beside the official ``get_model(NAME)`` + ``load_state_dict(torch.load(PT, weights_only=True))``;
+
 * lvae-jax ``python -m lvae_jax compress IMG OUT --ckpt DIR`` and ``decompress OUT PNG --ckpt DIR``:
   *cold* = empty compilation cache and no record of verified weights (``LVAE_CACHE_DIR`` a new
   folder: the first run anywhere), *warm* = the same command again, ``--repeats`` times, each
@@ -54,6 +58,8 @@ OFFICIAL_RUN = textwrap.dedent("""
     model = get_model(name)
     model.load_state_dict(torch.load(pt, weights_only=True)["model"])
     model.eval()
+    if torch.cuda.is_available():  # as a GPU user runs it
+        model = model.cuda()
     model.compress_mode(True)
     if what == "compress":
         if hasattr(model, "lmb_range"):
@@ -62,8 +68,42 @@ OFFICIAL_RUN = textwrap.dedent("""
             model.compress_file(src, dst)
     else:
         im = model.decompress_file(src)
-        tvf.to_pil_image(im.squeeze(0).clamp(0, 1)).save(dst)
+        tvf.to_pil_image(im.squeeze(0).clamp(0, 1).cpu()).save(dst)
 """)
+
+
+#: Model load alone, in a fresh interpreter after the imports (the framework and the model
+#: modules, as the official side imports torch and its zoo before its clock starts): lvae-jax's
+#: ``load_model`` of the converted directory (the first time in a cache also verifies the
+#: weights' checksum once).
+LVAE_LOAD = textwrap.dedent("""
+    import sys, time
+    import jax, flax.nnx
+    import lvae_jax, lvae_jax.models
+    t0 = time.perf_counter()
+    lvae_jax.load_model(sys.argv[1])
+    print(f"LOAD {time.perf_counter() - t0:.6f}")
+""")
+
+#: The official load: build the model and load the ``.pt`` (``weights_only=True``).
+OFFICIAL_LOAD = textwrap.dedent("""
+    import sys, time, torch
+    import lvae.models.qarv.zoo, lvae.models.qresvae.zoo
+    from lvae.models.registry import get_model
+    t0 = time.perf_counter()
+    model = get_model(sys.argv[1])
+    model.load_state_dict(torch.load(sys.argv[2], weights_only=True)["model"])
+    model.eval()
+    print(f"LOAD {time.perf_counter() - t0:.6f}")
+""")
+
+
+def _load_time(cmd, env) -> float:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("LOAD ")]
+    if r.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{r.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
 
 
 def _timed(cmd, env=None) -> float:
@@ -126,6 +166,14 @@ def bench_model(name: str, args, work: Path) -> dict:
     def decomp(bits, dst):
         return [py, "-m", "lvae_jax", "decompress", bits, dst, "--ckpt", mdir, "--overwrite"]
 
+    # model load alone (goal: <= 0.5 s for qarv_base): first in a fresh cache (checksum
+    # verified), then warm (the verification recorded)
+    lenv = _env({"LVAE_CACHE_DIR": str(work / f"cache-load-{name}")})
+    loads = [_load_time([py, "-c", LVAE_LOAD, mdir], lenv) for _ in range(args.repeats + 1)]
+    out["lvae_load_first_s"], out["lvae_load_s"] = loads[0], min(loads[1:])
+    if args.official_python:
+        out["official_load_s"] = min(_load_time([opy, "-c", OFFICIAL_LOAD, name, pt], _env(src=src))
+                                     for _ in range(args.repeats))
     out["lvae_compress_cold_s"] = _timed(comp(img, work / "a.lvae"), jenv)
     out["lvae_decompress_cold_s"] = _timed(decomp(work / "a.lvae", work / "a_out.png"), jenv)
     # warm runs one by one, each listed
@@ -176,6 +224,11 @@ def main(argv=None) -> int:
                       f"{ratio(r[f'lvae_{k}_cold_s'])}, new size {r[f'lvae_{k}_new_size_s']:.2f} s"
                       f" (+{r[f'lvae_{k}_new_size_s'] - r[f'lvae_{k}_warm_s']:.2f} s)"
                       + (f"; official {o:.2f} s" if o else ""), flush=True)
+            o = r.get("official_load_s")
+            print(f"{name} model load: lvae-jax {r['lvae_load_s']:.3f} s (first, checksum "
+                  f"verified: {r['lvae_load_first_s']:.3f} s)"
+                  + (f"; official get_model + load_state_dict {o:.3f} s "
+                     f"({r['lvae_load_s'] / o:.2f}x)" if o else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared run of the speed benchmarks on a machine with a GPU, lvae-jax and the official code
-# side by side, writing JSON (and the printed tables) to $OUT. The step timeouts add up to 530 s,
-# inside one 600-second command of a short loan.
+# side by side, writing JSON (and the printed tables) to $OUT. Two parts, each a 600-second command
+# of a short loan (the step timeouts of each add up to 530 s): part 1 (default) the latencies, the
+# compile time and training; part 2 the end-to-end command line and the evaluation throughput.
 #
-#   OUT=/tmp/lvae-device LVAE_OFFICIAL_SRC=.official/lossy-vae bash benchmarks/device.sh
+#   OUT=/tmp/lvae-device LVAE_OFFICIAL_SRC=.official/lossy-vae bash benchmarks/device.sh [1|2]
 #
 # Needs: python3 with jax (CUDA), flax, optax, orbax, torch, timm, scikit-image, pillow, scipy;
 # packages it lacks (compressai, grain, the official code's tqdm) as wheels in .whl/, installed
@@ -17,7 +18,12 @@
 #      each framework's default precision (LVAE_CODEC_PRECISION=default, TF32 on): the rule's cost;
 #   2. compile time of the codec passes (compile_time.py);
 #   3. the training step, batch 4 at 256² (train_step.py --only step), official on CUDA beside it;
-#   4. the data-parallel step on the machine's devices (train_step.py --only scaling).
+#   4. the real training loop on a JPEG folder beside the official train-fix-rate.py loop
+#      (train_step.py --only loop, qres34m);
+#   5. the data-parallel step on the machine's devices (train_step.py --only scaling).
+# Part 2:
+#   6. one fresh process per compress / decompress and the model load (cli_e2e.py, qarv_base);
+#   7. `eval rd` throughput against the official evaluation loop (eval_rd.py, 12 images).
 set -u
 OUT=${OUT:-/tmp/lvae-device}
 mkdir -p "$OUT"
@@ -42,11 +48,20 @@ step() {  # step NAME TIMEOUT CMD...: run, keep its output, never stop the scrip
   "$PY" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.is_available())"
 } > "$OUT/machine.txt" 2>&1
 
-step codec_fp32 150 env LVAE_BENCH_TF32=0 \
+if [ "${1:-1}" = 2 ]; then
+    step cli_e2e 280 "$PY" benchmarks/cli_e2e.py --models qarv_base --repeats 2 "${OFF[@]}" \
+        --json "$OUT/cli_e2e.json"
+    step eval_rd 250 "$PY" benchmarks/eval_rd.py --models qarv_base --num-images 12 --repeats 1 \
+        "${OFF[@]}" --json "$OUT/eval_rd.json"
+    echo "done: $OUT" | tee -a "$OUT/log.txt"
+    exit 0
+fi
+step codec_fp32 130 env LVAE_BENCH_TF32=0 \
     "$PY" benchmarks/codec.py --repeats 5 --skip-4k "${OFF[@]}" --json "$OUT/codec_fp32.json"
-step codec_default 80 env LVAE_CODEC_PRECISION=default LVAE_BENCH_TF32=1 \
+step codec_default 70 env LVAE_CODEC_PRECISION=default LVAE_BENCH_TF32=1 \
     "$PY" benchmarks/codec.py --models qarv_base --repeats 5 --skip-4k "${OFF[@]}" --json "$OUT/codec_default.json"
-step compile 90 "$PY" benchmarks/compile_time.py --models qarv_base --json "$OUT/compile.json"
-step train_step 150 "$PY" benchmarks/train_step.py --only step --repeats 5 "${OFF[@]}"
-step scaling 60 "$PY" benchmarks/train_step.py --only scaling --models qarv_base
+step compile 80 "$PY" benchmarks/compile_time.py --models qarv_base --json "$OUT/compile.json"
+step train_step 140 "$PY" benchmarks/train_step.py --only step --repeats 5 "${OFF[@]}"
+step loop 60 "$PY" benchmarks/train_step.py --only loop --models qres34m --loop-steps 12 "${OFF[@]}"
+step scaling 50 "$PY" benchmarks/train_step.py --only scaling --models qarv_base
 echo "done: $OUT" | tee -a "$OUT/log.txt"

@@ -46,6 +46,8 @@ OFFICIAL_LOOP = textwrap.dedent("""
     model = get_model(name)
     model.load_state_dict(torch.load(pt, weights_only=True)["model"])
     model.eval()
+    if torch.cuda.is_available():  # as a GPU user runs it (TF32 as torch defaults)
+        model = model.cuda()
     model.compress_mode(True)
     tmp = Path(tempfile.mkdtemp())
     psnrs = []
@@ -55,7 +57,7 @@ OFFICIAL_LOOP = textwrap.dedent("""
             model.compress_file(str(img), str(bits), lmb=float(lmb))
         else:
             model.compress_file(str(img), str(bits))
-        fake = model.decompress_file(str(bits)).squeeze(0).clamp(0, 1)
+        fake = model.decompress_file(str(bits)).squeeze(0).clamp(0, 1).cpu()
         real = tvf.to_tensor(Image.open(img).convert("RGB"))
         mse = torch.mean((fake - real) ** 2).item()
         psnrs.append(-10 * math.log10(mse))
