@@ -469,6 +469,9 @@ def test_malloc_arena_cap_before_jax_only():
     assert run() == ["True", "False"]
     assert run(LVAE_MALLOC_ARENAS="0") == ["False", "False"]
     assert run(MALLOC_ARENA_MAX="4") == ["False", "False"]
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        run(LVAE_MALLOC_ARENAS="one")
+    assert "LVAE_MALLOC_ARENAS must be a whole number" in e.value.stderr
 
 
 def test_every_training_config_field_is_a_flag():
