@@ -80,12 +80,11 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
     # jitted exactly as the trainer does (so `loop` below reuses this compilation)
     step = jax.jit(make_step(graphdef, config, cfg, tx), in_shardings=(rep, bsh, rep),
                    out_shardings=(rep, rep), donate_argnums=0)
-    from lvae_jax.limits import peak_rss
-    rss_before = peak_rss()
+    rss_before = _peak_rss_gb()
     t0 = time.perf_counter()
     compiled = step.lower(state, im, step_key(state.rng, 0)).compile()
     compile_s = time.perf_counter() - t0
-    rss_compiled = peak_rss()
+    rss_compiled = _peak_rss_gb()
     mem = compiled.memory_analysis()
     state, m = compiled(state, im, step_key(state.rng, 0))
     jax.block_until_ready(m)
@@ -103,8 +102,8 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
             # or loading the executable, and at the end (after the steps)
             "xla_temp_gb": mem.temp_size_in_bytes / 1e9 if mem else None,
             "xla_args_gb": mem.argument_size_in_bytes / 1e9 if mem else None,
-            "peak_rss_before_compile_gb": rss_before / 1e9,
-            "peak_rss_after_compile_gb": rss_compiled / 1e9, "peak_rss_gb": _peak_rss_gb()}
+            "peak_rss_before_compile_gb": rss_before,
+            "peak_rss_after_compile_gb": rss_compiled, "peak_rss_gb": _peak_rss_gb()}
 
 
 def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dict:

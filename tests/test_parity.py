@@ -146,14 +146,11 @@ def _assert_rate_close(what, ours, ref, log_prob: bool, pv_ref=None, blocks=None
     assert np.maximum(p_ref, p_ours).max() < ILL_CONDITIONED_P, (
         f"{what}: rates differ by up to {err:.3g} at elements with P up to {p_ref.max():.3g}")
     p_err = np.abs(p_ours - p_ref)
-    ours_blk, ref_blk = blocks
-    allowed = prob_error_bound({k: np.asarray(v)[off] for k, v in ours_blk.items()},
-                               {k: np.asarray(v)[off] for k, v in ref_blk.items()}, train)
+    ours_off, ref_off = ({k: np.asarray(v)[off] for k, v in blk.items()} for blk in blocks)
+    allowed = prob_error_bound(ours_off, ref_off, train)
     allowed += U32 * (p_ours * (1 + ours[off]) + p_ref * (1 + ref[off]))   # the stored rates
     if train:  # the mass/density branch of the official rule, taken differently at PROB_CLAMP
-        sel = {k: np.asarray(v)[off] for k, v in ours_blk.items()}, \
-            {k: np.asarray(v)[off] for k, v in ref_blk.items()}
-        flips = clamp_branch_flips(ours[off], ref[off], p_ours, p_ref, allowed, *sel)
+        flips = clamp_branch_flips(ours[off], ref[off], p_ours, p_ref, allowed, ours_off, ref_off)
         p_err = np.where(flips, 0.0, p_err)
     worst = int(np.argmax(p_err - allowed))
     assert np.all(p_err <= allowed), (
