@@ -73,7 +73,8 @@ def run(argv: list[str], env: dict | None = None) -> tuple[float, int, str, int]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", help="model directory (default: the embedded demo model)")
-    p.add_argument("--lmb", type=float, default=256.0)
+    p.add_argument("--lmb", type=float, default=64.0,
+                   help="λ (default 64: within the demo model's range [4, 128])")
     p.add_argument("--size", default="8000x6000", help="WxH")
     p.add_argument("--tile", default="auto")
     p.add_argument("--max-memory", help="passed to both commands")

@@ -2,8 +2,8 @@
 by decoders whose float paths differ from the encoder's, and what the hints cost.
 
 For each model (parity-recipe weights, converted by the real converter: qarv_base at λ = 16, 256
-and 2048, qres34m, qres34m_lossless; and the embedded demo model, trained weights, at the same
-λ) and each image of ``shared/images`` of 256² and 512², the
+and 2048, qres34m, qres34m_lossless; and the embedded demo model, trained weights, at λ = 4, 32
+and 128, its range) and each image of ``shared/images`` of 256² and 512², the
 encoder (this process, lvae-jax defaults) writes the file with hints (default bound) and without
 (version 1). Each decoder — a fresh process per float path — then decodes every file:
 
@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 CASES = (("qarv_base", 16.0), ("qarv_base", 256.0), ("qarv_base", 2048.0), ("qres34m", None),
-         ("qres34m_lossless", None), ("qarv_demo", 16.0), ("qarv_demo", 256.0),
-         ("qarv_demo", 2048.0))
+         ("qres34m_lossless", None), ("qarv_demo", 4.0), ("qarv_demo", 32.0),
+         ("qarv_demo", 128.0))
 DECODERS = {"default": {}, "grouped": {"LVAE_DEPTHWISE": "grouped"},
             "shift": {"LVAE_DEPTHWISE": "shift"}, "ynnpack": {"LVAE_XLA_DEFAULTS": "0"},
             "hook": {}}

@@ -156,7 +156,7 @@ def main(argv=None) -> int:
                    help="training images (prepared here if empty)")
     p.add_argument("--shared-images", type=Path,
                    default=Path(os.environ.get("LVAE_SHARED_DIR", REPO.parent / "shared")) / "images")
-    p.add_argument("--iterations", type=int, default=11000)
+    p.add_argument("--iterations", type=int, default=8500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
