@@ -1,8 +1,9 @@
 """Train the embedded demo model (``lvae_jax/assets/demo_model``) and its learning-curve figure.
 
 A reduced-width QARV (variable rate, λ ∈ [4, 128] — the low-rate end; the same code as qarv_base,
-configuration only) trained with the official variable-rate recipe — Adam, const-0.5-cos, clipping, spike guard,
-EMA — on CPU, from photographs that are available offline and freely licensed:
+configuration only) trained with the official variable-rate recipe — Adam, const-0.5-cos,
+clipping, spike guard, EMA — on CPU, from photographs that are available offline and freely
+licensed:
 
 * the photographs of five Debian packages, fetched with ``apt-get download`` (no root needed):
   ``mate-backgrounds`` (``nature/*.jpg``, GPL-2+), ``plasma-workspace-wallpapers`` (the
@@ -39,9 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: small model can beat JPEG (whose headers and DC alone cost ≈ 0.24 bpp at 256×256) and where
 #: the small-λ optimum has a much lower rate than the large-λ one from the first steps on, so the
 #: λ conditioning has something to learn.
-DEMO_MODEL_ARGS = {"lmb_range": (4.0, 128.0), "ch": 24, "enc_dims": (48, 72, 96, 96, 96), "enc_nums": (1, 1, 1, 1, 1),
-                   "dec_nums": (1, 1, 1, 1), "z_dims": (16, 16, 32, 8), "embed_dim": 64,
-                   "name": "qarv_demo"}
+DEMO_MODEL_ARGS = {"lmb_range": (4.0, 128.0), "ch": 24, "enc_dims": (48, 72, 96, 96, 96),
+                   "enc_nums": (1, 1, 1, 1, 1), "dec_nums": (1, 1, 1, 1), "z_dims": (16, 16, 32, 8),
+                   "embed_dim": 64, "name": "qarv_demo"}
 
 #: Photographs of Debian packages (the other wallpapers of these packages are renderings):
 #: package -> glob patterns; a pattern ending in "/*" is a folder of sizes of one picture, of
@@ -197,16 +198,17 @@ def main(argv=None) -> int:
         return 3
     model = lvae_jax.load_model(result.model_dir)
     last = result.last_eval or {}
+    lo, hi = model.config.lmb_range
+    n_params = sum(v.size for v in lvae_jax.checkpoint.orbax_io.flat_params(model).values())
     meta = {
         "demo": True,
         "description": "DEMO MODEL — a reduced-width QARV (the qarv_base layout, one block per "
-                       f"stage, λ ∈ [{model.config.lmb_range[0]:g}, {model.config.lmb_range[1]:g}], {sum(v.size for v in lvae_jax.checkpoint.orbax_io.flat_params(model).values()) / 1e6:.1f}M "
-                       f"parameters) trained for {result.step} steps on {n_images} freely licensed "
-                       f"photographs ({args.crop}x{args.crop} crops) on CPU by "
-                       "scripts/train_demo_model.py. For the offline quickstart only; NOT the "
-                       "official qarv_base weights.",
+                       f"stage, λ ∈ [{lo:g}, {hi:g}], {n_params / 1e6:.1f}M parameters) trained "
+                       f"for {result.step} steps on {n_images} freely licensed photographs "
+                       f"({args.crop}x{args.crop} crops) on CPU by scripts/train_demo_model.py. "
+                       "For the offline quickstart only; NOT the official qarv_base weights.",
         "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in DEMO_MODEL_ARGS.items()},
-        "lmb_range": list(model.config.lmb_range),
+        "lmb_range": [lo, hi],
         "steps": result.step,
         "weights": "ema",
         "train_config": cfg.to_dict(),
