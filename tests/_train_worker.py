@@ -13,10 +13,9 @@ import sys
 
 
 def tiny_qres():
-    """QRes-shaped, two latent blocks: compiles in seconds."""
-    from lvae_jax.models import zoo
-    return zoo.qres34m_config(lmb=64.0, ch=8, enc_nums=(0, 0, 0, 0, 0), dec_nums=(1, 0, 0, 0, 1),
-                              name="tiny")
+    """QRes-shaped, two latent blocks: compiles in seconds (tests/tiny_models.py)."""
+    import tiny_models
+    return tiny_models.config("qres2")
 
 
 def mesh_equivalence() -> dict:

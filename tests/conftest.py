@@ -1,11 +1,88 @@
+"""Test-session set-up: the tests' helpers on ``sys.path``, one persistent compilation cache for
+every worker and subprocess, the parity models converted once per session, and how the tests are
+shared among the xdist workers.
+
+Units of work (:func:`work_unit`): a test file — its module-scoped fixtures (compiled tiny models)
+are built once — except the parity tests, which form one unit per official model across
+``test_parity.py`` and ``test_codec_parity.py``, so that each model is rebuilt, converted and
+compiled once, in one worker. Units run heaviest first (:data:`HEAVY_FIRST`), then in file
+order, so that no long unit starts last. (xdist's own ``--dist=loadgroup`` cannot be used: it
+marks groups by rewriting node ids, which pytest 9.2 no longer reads — pytest-xdist#1386.)
+"""
+
+import os
 import sys
 from pathlib import Path
 
-# Make tests/ helpers (parity_support, ...) importable as plain modules.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pytest
 
-import os
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# Make tests/ helpers (parity_support, tiny_models, ...) importable as plain modules.
+sys.path.insert(0, str(TESTS))
 
-# Command-line tests run `python -m lvae_jax ...` in subprocesses; let them share one persistent
-# compilation cache inside the checkout (ignored by git) instead of the user's home.
-os.environ.setdefault("LVAE_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"))
+#: One persistent compilation cache for the session: the pytest workers (in-process programs)
+#: and every subprocess they start (command lines, training workers) share compiled programs —
+#: a program one of them compiled is loaded, not compiled again, by the others.
+XLA_CACHE = REPO / ".pytest_cache" / "xla"
+os.environ.setdefault("LVAE_CACHE_DIR", str(XLA_CACHE))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["LVAE_CACHE_DIR"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+#: The files whose tests are grouped by official model.
+PARITY_FILES = ("test_parity.py", "test_codec_parity.py")
+#: Units of work by decreasing cost (measured): started first.
+HEAVY_FIRST = ("parity-rd_model_base", "parity-qarv_base", "parity-qres34m_lossless",
+               "parity-qres34m", "tests/test_training.py", "tests/test_codec.py",
+               "parity-qres17m", "tests/test_training_distributed.py", "tests/test_generative.py",
+               "tests/test_tiles.py", "tests/test_convert.py", "tests/test_kill_writes.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work of a test: ``parity-<model>`` (``…@<digest>`` for recordings of other
+    weights, see parity_support.discover) for a parity test of one official model, else its file.
+    Derived from the node id alone: the xdist controller, which collects nothing, uses it too."""
+    path, _, rest = nodeid.partition("::")
+    if Path(path).name not in PARITY_FILES or not rest.endswith("]") or "[" not in rest:
+        return path
+    param = rest[rest.index("[") + 1:-1]
+    from lvae_jax.models.registry import MODELS
+    model = next((m for m in sorted(MODELS, key=len, reverse=True)
+                  if param == m or param.startswith(m + "_")), param)
+    return f"parity-{model}" + (param[param.rindex("@"):] if "@" in param else "")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the tests by unit of work (stable: file order within a unit), heaviest units first;
+    with ``-n 0`` too, so that each parity model is converted once."""
+    first: dict[str, int] = {}
+    for item in items:
+        unit = work_unit(item.nodeid)
+        first.setdefault(unit, len(first))
+        if unit.startswith("parity-"):          # full-size models: compiled programs of minutes
+            item.add_marker(pytest.mark.slow)
+    rank = {u: (HEAVY_FIRST.index(u) if u in HEAVY_FIRST else len(HEAVY_FIRST), i)
+            for u, i in first.items()}
+    items.sort(key=lambda it: rank[work_unit(it.nodeid)])
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist=loadfile`` by :func:`work_unit` (files, parity tests by model), in collection
+    order; any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False        # keep the order of the collection
+    return UnitScheduling(config, log)
+
+
+@pytest.fixture(scope="session")
+def parity_models(tmp_path_factory):
+    """The official models rebuilt from the parity manifests, converted once per session."""
+    from parity_models import Store
+    return Store(tmp_path_factory.mktemp("parity"))

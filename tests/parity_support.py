@@ -9,6 +9,7 @@ recordings in that format works (other seeds, inputs and λ).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -51,6 +52,12 @@ class Manifest:
     @cached_property
     def data(self) -> dict:
         return json.loads(self.path.read_text())
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the manifest file: what identifies the weights (two directories with the same
+        manifest hold recordings of the same weights; a cache of converted models is keyed by it)."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     @property
     def model(self) -> str:
@@ -96,10 +103,13 @@ class Manifest:
 class Recording:
     npz_path: Path
     manifest: Manifest
+    #: the test id; by default the file's stem (with the manifest's digest where two directories
+    #: hold recordings of that name made with different weights)
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return self.npz_path.stem
+        return self.label or self.npz_path.stem
 
     @cached_property
     def arrays(self):
@@ -142,27 +152,37 @@ class Recording:
         return out
 
 
-def discover() -> tuple[list[Manifest], list[Recording]]:
-    """Manifests and recordings of every directory of :func:`parity_dirs`; a recording found
-    twice (by file name) is taken from the first directory."""
+def discover(dirs: list[Path] | None = None) -> tuple[list[Manifest], list[Recording]]:
+    """Manifests and recordings of every directory of ``dirs`` (default :func:`parity_dirs`).
+
+    Each recording is paired with the manifest **of its own directory** (the one whose model name
+    is the longest prefix of the recording's name): directories may hold recordings of other
+    weights (another seed or gains) of the same model. A recording found again under the same
+    file name in a later directory with an identical manifest (the same weights) is a copy and is
+    taken once; manifests are listed once per distinct content."""
     manifests: dict[str, Manifest] = {}
-    npzs: dict[str, Path] = {}
-    for d in parity_dirs():
+    recs: dict[tuple[str, str], Recording] = {}
+    for d in (parity_dirs() if dirs is None else dirs):
         if not d.is_dir():
             continue
-        for p in sorted(d.glob("*.manifest.json")):
-            m = Manifest(p)
-            manifests.setdefault(m.model, m)
+        own = {m.model: m for m in map(Manifest, sorted(d.glob("*.manifest.json")))}
+        for m in own.values():
+            manifests.setdefault(m.digest, m)
+        by_length = sorted(own, key=len, reverse=True)
         for npz in sorted(d.glob("*.npz")):
-            if npz.with_suffix(".json").is_file():
-                npzs.setdefault(npz.name, npz)
-    recs = []
-    for name in sorted(npzs):
-        npz = npzs[name]
-        model = next((m for m in sorted(manifests, key=len, reverse=True) if npz.stem.startswith(m + "_")), None)
-        if model is not None:
-            recs.append(Recording(npz, manifests[model]))
-    return list(manifests.values()), recs
+            if not npz.with_suffix(".json").is_file():
+                continue
+            model = next((m for m in by_length if npz.stem.startswith(m + "_")), None)
+            if model is not None:
+                m = manifests[own[model].digest]
+                recs.setdefault((m.digest, npz.name), Recording(npz, m))
+    count: dict[str, int] = {}
+    for r in recs.values():
+        count[r.npz_path.stem] = count.get(r.npz_path.stem, 0) + 1
+    out = [r if count[r.npz_path.stem] == 1 else
+           Recording(r.npz_path, r.manifest, f"{r.npz_path.stem}@{r.manifest.digest[:8]}")
+           for r in recs.values()]
+    return list(manifests.values()), sorted(out, key=lambda r: (r.manifest.model, r.name))
 
 
 def within(ours, ref, rel: float = 1e-4) -> tuple[bool, float, float]:

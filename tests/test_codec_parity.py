@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity_models import converted_model
 from parity_support import discover, parity_dir
 
 _, RECORDINGS = discover()
@@ -25,12 +24,10 @@ NEAR = 1e-5
 
 
 @pytest.fixture
-def codec(request, tmp_path_factory):
-    from lvae_jax.codec.core import Codec
-    conv = converted_model(request.param, tmp_path_factory)
-    if getattr(conv, "codec", None) is None:
-        conv.codec = Codec(conv.model)
-    return conv.codec
+def codec(request, parity_models):
+    """The codec of the official model of the manifest ``request.param`` (converted once per
+    session, shared with test_parity.py)."""
+    return parity_models.get(request.param).codec
 
 
 def official_strings(rec):

@@ -47,8 +47,18 @@ def qres17m_sd():
 
 
 def run_cli(*args):
+    """``python -m convert ARGS`` in a fresh process (the real entry point)."""
     return subprocess.run([sys.executable, "-m", "convert", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
+
+
+def run_main(capsys, *args):
+    """``convert.__main__.main(ARGS)`` in this process (the same command line and error rule,
+    without a fresh interpreter's imports): (exit status, stdout, stderr)."""
+    from convert.__main__ import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_cli_round_trip_is_bit_exact(qres17m_sd, tmp_path):
@@ -86,7 +96,7 @@ def test_filled_coder_buffers_are_accepted(qres17m_sd, tmp_path):
     assert any("coder-table" in n for n in res.notes)
 
 
-def test_all_problems_reported_at_once_and_nothing_written(qres17m_sd, tmp_path):
+def test_all_problems_reported_at_once_and_nothing_written(qres17m_sd, tmp_path, capsys):
     sd = dict(qres17m_sd)
     keys = list(sd)
     del sd[keys[5]]                                            # missing
@@ -95,10 +105,10 @@ def test_all_problems_reported_at_once_and_nothing_written(qres17m_sd, tmp_path)
     bound = next(k for k in sd if k.endswith("scale_bound"))
     sd[bound] = np.array([0.2], np.float32)                     # unexpected buffer value
     pt = save_pt({"model": as_torch(sd)}, tmp_path / "bad.pt")
-    r = run_cli("--torch-ckpt", pt, "--model", "qres17m", "--out", tmp_path / "out")
-    assert r.returncode != 0
+    code, _, err = run_main(capsys, "--torch-ckpt", pt, "--model", "qres17m", "--out", tmp_path / "out")
+    assert code == 2
     for needle in (keys[5], "decoder.extra.weight", keys[10], bound):
-        assert needle in r.stderr, needle
+        assert needle in err, needle
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "temporary files left"
 
@@ -126,26 +136,27 @@ def test_malicious_pickle_is_refused_without_executing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"])
-def test_garbage_files(tmp_path, content):
+def test_garbage_files(tmp_path, content, capsys):
     pt = tmp_path / "g.pt"
     pt.write_bytes(content)
-    r = run_cli("--torch-ckpt", pt, "--out", tmp_path / "out")
-    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    code, _, err = run_main(capsys, "--torch-ckpt", pt, "--out", tmp_path / "out")
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-def test_missing_file_and_existing_output(tmp_path, qres17m_sd):
-    r = run_cli("--torch-ckpt", tmp_path / "nope.pt")
-    assert r.returncode == 2 and "no such file" in r.stderr
+def test_missing_file_and_existing_output(tmp_path, qres17m_sd, capsys):
+    code, _, err = run_main(capsys, "--torch-ckpt", tmp_path / "nope.pt")
+    assert code == 2 and "no such file" in err
     pt = save_pt({"model": as_torch(qres17m_sd)}, tmp_path / "a.pt")
     (tmp_path / "out").mkdir()
-    r = run_cli("--torch-ckpt", pt, "--out", tmp_path / "out")
-    assert r.returncode == 2 and "already exists" in r.stderr
+    code, _, err = run_main(capsys, "--torch-ckpt", pt, "--out", tmp_path / "out")
+    assert code == 2 and "already exists" in err
 
 
 def test_damaged_model_directory_is_detected(tmp_path):
-    from lvae_jax.models import zoo
     import lvae_jax
-    cfg = zoo.qres34m_config(ch=4, enc_nums=(1,) * 5, dec_nums=(1,) * 5, name="tiny")
+    import tiny_models
+    cfg = tiny_models.config("qres2")
     params = orbax_io.flat_params(lvae_jax.build_model(cfg))
     orbax_io.save_params(tmp_path / "m", cfg, params)
     info = json.loads((tmp_path / "m" / "lvae_model.json").read_text())

@@ -22,31 +22,18 @@ import eval.__main__ as cli
 from lvae_jax.evaluation import model_eval as me
 from lvae_jax.evaluation.rd_json import load_rd
 from lvae_jax.models import zoo
+import tiny_models as T
 from parity_support import REPO, results_dir
 
 VTM_KODAK = results_dir() / "kodak" / "kodak-vtm18.0.json"
 QARV_KODAK = results_dir() / "kodak" / "kodak-qarv_base.json"
 
-TINY_QARV = dict(ch=16, enc_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1, 1, 1, 1),
-                 z_dims=(4, 4, 4, 4), embed_dim=16, name="tiny_qarv")
+TINY_QARV = T.config_args("qarv")
 #: QRes with two latent blocks (at strides 64 and 4) and no encoder blocks: half the compilation.
-TINY_QRES = dict(ch=8, enc_nums=(0,) * 5, dec_nums=(1, 0, 0, 0, 1), name="tiny_qres")
-TINY_LOSSLESS = dict(TINY_QRES, name="tiny_lossless")
-
-
-def random_model(config, seed: int):
-    """A tiny model with seeded random parameters drawn on the host (an eager initialisation
-    compiles every op: tens of seconds on 2 cores). Kernels N(0, 0.75/fan-in), biases and
-    layer scales 0.5·N(0, 1), so latents differ from their prior means."""
-    import jax
-    from flax import nnx
-
-    import lvae_jax
-    graphdef, state = nnx.split(lvae_jax.build_model(config, abstract=True))
-    rng = np.random.default_rng(seed)
-    draw = lambda x: ((np.sqrt(0.75 / np.prod(x.shape[:-1])) if len(x.shape) >= 2 else 0.5)  # noqa: E731
-                      * rng.standard_normal(x.shape)).astype(x.dtype)
-    return nnx.merge(graphdef, jax.tree.map(draw, state))
+TINY_QRES = T.config_args("qres2", name="tiny_qres")
+del TINY_QRES["lmb"]
+TINY_LOSSLESS = T.config_args("lossless2")
+random_model = T.drawn
 
 
 @pytest.fixture(scope="module")

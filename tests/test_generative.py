@@ -22,25 +22,18 @@ from flax import nnx
 import lvae_jax
 from lvae_jax.models.lambdas import LambdaError
 from lvae_jax import generative as G
-from lvae_jax.models import zoo
+import tiny_models as T
 
 H, W = 64, 128
 
 
-def _perturbed(config, seed: int = 0, scale: float = 0.05, gains=()):
-    """A random model with every parameter moved off its initial value (the official init zeroes
-    the prior's last layer, which would make every prior mean 0); ``gains``: (regex, factor) on
-    parameter paths, to spread the latent symbols over several integers."""
-    model = lvae_jax.build_model(config, seed=seed)
-    graphdef, state = nnx.split(model)
-    rng = np.random.default_rng(seed)
-    flat = []
-    for path, v in nnx.to_flat_state(state):
-        a = np.asarray(v.get_value()) + scale * rng.standard_normal(v.shape)
-        name = ".".join(str(p) for p in path)
-        a = a * next((g for rx, g in gains if re.search(rx, name)), 1.0)
-        flat.append((path, v.replace(jnp.asarray(a, jnp.float32))))
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+def _perturbed(kind: str, name: str, seed: int = 0, gains=()):
+    """The tiny ``kind`` (tests/tiny_models.py) with every parameter moved off its initial value
+    by 0.05·N(0, 1) (the official init zeroes the prior's last layer, which would make every
+    prior mean 0); ``gains``: (regex, factor) on parameter paths, to spread the latent symbols
+    over several integers."""
+    return T.perturbed(lvae_jax.build_model(T.config(kind, name=name), seed=seed), seed, 0.05,
+                       fan_in=False, gains=gains)
 
 
 #: QRes posterior gain: symbols round(qm − pm) reach ±2 (else they are all 0 at random init).
@@ -59,8 +52,7 @@ def _image(seed: int, h: int = H, w: int = W) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def qres_model():
-    return _perturbed(zoo.qres34m_config(ch=8, enc_nums=(1,) * 5, dec_nums=(1,) * 5, name="tiny"),
-                      gains=QRES_GAINS)
+    return _perturbed("qres", "tiny", gains=QRES_GAINS)
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +62,17 @@ def qres(qres_model):
 
 @pytest.fixture(scope="module")
 def lossless():
-    return G.GenerativeModel(_perturbed(zoo.qres34m_lossless_config(
-        ch=8, enc_nums=(1,) * 5, dec_nums=(1,) * 5, name="tinyll"), seed=1, gains=QRES_GAINS))
+    return G.GenerativeModel(_perturbed("lossless", "tinyll", seed=1, gains=QRES_GAINS))
 
 
 @pytest.fixture(scope="module")
 def rd():
-    return G.GenerativeModel(_perturbed(zoo.rd_model_base_config(
-        enc_dims=(16,) * 5, dec_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1,) * 5,
-        z_dims=(4,) * 5, embed_dim=16, name="trd"), seed=2))
+    return G.GenerativeModel(_perturbed("rd", "trd", seed=2))
 
 
 @pytest.fixture(scope="module")
 def qarv():
-    return G.GenerativeModel(_perturbed(zoo.qarv_base_config(
-        ch=16, enc_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1, 1, 1, 1), z_dims=(4, 4, 4, 4),
-        embed_dim=16, name="tq"), seed=3))
+    return G.GenerativeModel(_perturbed("qarv", "tq", seed=3))
 
 
 def _max_diff(a, b) -> float:

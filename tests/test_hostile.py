@@ -31,7 +31,7 @@ from parity_support import REPO
 PEAK_RSS_BOUND = 3 << 30
 
 _DRIVER = textwrap.dedent("""
-    import contextlib, importlib, io, json, sys
+    import contextlib, importlib, io, json, sys, time
     from lvae_jax import limits
 
     peak_rss = limits.peak_rss   # VmHWM: this process's own (not the forking pytest worker's)
@@ -39,6 +39,7 @@ _DRIVER = textwrap.dedent("""
     for name, module, argv in json.load(open(sys.argv[1])):
         limits.set_memory_limit(None)              # a --max-memory of one case ends with it
         so, se = io.StringIO(), io.StringIO()
+        t0 = time.monotonic()
         with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
             try:
                 code = importlib.import_module(module + ".__main__").main(argv)
@@ -50,7 +51,7 @@ _DRIVER = textwrap.dedent("""
                 code = -1
         rss = peak_rss()
         out.append({"name": name, "code": code, "out": so.getvalue(), "err": se.getvalue(),
-                    "rss": rss})
+                    "rss": rss, "seconds": time.monotonic() - t0})
     json.dump(out, open(sys.argv[2], "w"))
 """)
 
@@ -148,13 +149,11 @@ def hostile(tmp_path_factory, demo):
     before = (d / "a.png").read_bytes()
     spec = d / "cases.json"
     spec.write_text(json.dumps([[n, m, [str(a) for a in argv]] for n, m, argv in cases]))
-    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _DRIVER, str(spec), str(d / "results.json")],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {r["name"]: r for r in json.loads((d / "results.json").read_text())}
-    return {"dir": d, "results": results, "seconds": time.monotonic() - t0,
-            "a.png": before}
+    return {"dir": d, "results": results, "a.png": before}
 
 
 def refused(hostile, name, *needles):
@@ -236,8 +235,15 @@ def test_model_directory_without_config_is_one_line(hostile):
     refused(hostile, "no-config", "no model configuration")
 
 
-def test_the_whole_corpus_is_bounded_in_time(hostile):
-    assert hostile["seconds"] < 300, hostile["seconds"]
+#: A refused input is refused from what its header claims, before the work it would cause
+#: (minutes of decoding for the forged sizes): each case ends well within this.
+REFUSAL_SECONDS = 60
+
+
+def test_every_refusal_comes_before_the_work(hostile):
+    slow = {n: round(r["seconds"], 1) for n, r in hostile["results"].items()
+            if r["code"] == 2 and r["seconds"] > REFUSAL_SECONDS}
+    assert not slow, slow
 
 
 def test_convert_never_deletes_what_it_did_not_write(hostile, tmp_path):
@@ -245,8 +251,8 @@ def test_convert_never_deletes_what_it_did_not_write(hostile, tmp_path):
     refused(hostile, "convert-onto-input", "holds the input")
     assert (d / "x.pt").is_file() and (d / "notes.txt").read_text() == "mine"
     from lvae_jax.checkpoint.orbax_io import CheckpointError, save_params
-    from lvae_jax.models import get_config
-    cfg = get_config("qres34m", lmb=64, ch=8, enc_nums=(0, 0, 0, 0, 0), dec_nums=(1, 0, 0, 0, 1))
+    import tiny_models
+    cfg = tiny_models.config("qres2")
     with pytest.raises(CheckpointError, match="not an lvae-jax model directory .*notes.txt"):
         save_params(d, cfg, {}, overwrite=True)
     f = tmp_path / "file"

@@ -29,6 +29,9 @@ from PIL import Image
 
 from parity_support import REPO
 
+#: Subprocesses that compile and run: deselect locally with -m "not slow".
+pytestmark = pytest.mark.slow
+
 _CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
@@ -105,11 +108,9 @@ def inputs(tmp_path_factory):
     from lvae_jax.checkpoint.orbax_io import save_model
     from lvae_jax.codec import api
     from lvae_jax.codec.core import Codec
-    from lvae_jax.models import zoo
+    import tiny_models
     d = tmp_path_factory.mktemp("inputs")
-    model = lvae_jax.build_model(zoo.qarv_base_config(
-        ch=16, enc_dims=(16,) * 5, enc_nums=(1,) * 5, dec_nums=(1, 1, 1, 1), z_dims=(4, 4, 4, 4),
-        embed_dim=16, name="tiny_qarv"))
+    model = lvae_jax.build_model(tiny_models.config("qarv"))
     save_model(model, d / "model")
     im = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(im).save(d / "a.png")

@@ -9,6 +9,9 @@ free-running integer symbols, x̂, the official stats) and training mode with th
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +19,7 @@ import pytest
 from flax import nnx
 
 from lvae_jax import numerics
-from parity_models import converted_model
-from parity_support import discover, parity_dir, rel_error, within
+from parity_support import FIXTURE_PARITY, discover, parity_dir, rel_error, within
 
 MANIFESTS, RECORDINGS = discover()
 # The suite that proves parity never skips: the recordings ship with the repository.
@@ -30,8 +32,9 @@ GRAD_REL = 1e-3     # relative error of gradients / gradient norm
 
 
 @pytest.fixture
-def converted(request, tmp_path_factory):
-    return converted_model(request.param, tmp_path_factory)
+def converted(request, parity_models):
+    """The official model of the manifest ``request.param``, converted once per session."""
+    return parity_models.get(request.param)
 
 
 def _lmb(rec):
@@ -207,6 +210,11 @@ def _by_model(recs):
 def test_eval_teacher_forced(converted, rec):
     """With the official z fed in, every block's prior mean/scale, posterior mean (and std), rate,
     the decoder output and the official eval stats match."""
+    check_teacher_forced(converted, rec)
+
+
+def check_teacher_forced(converted, rec):
+    """The teacher-forced evaluation of ``rec`` by the converted model, against the recording."""
     ref = rec.blocks("eval")
     zs = [jnp.asarray(b["z"]) for b in ref]
     im = rec.image_nhwc()
@@ -324,3 +332,40 @@ def test_clamp_branch_flip_rule_rejects_what_it_should():
     assert got.tolist() == [True, False, False]
     # no flip (both on the mass branch) is never accepted by this rule
     assert not clamp_branch_flips(rate_mass, rate_mass, p_mass, p_mass, allowed, blk, blk).any()
+
+
+# ------------------------------------------------------------------------------------------------
+# The harness: recordings of other weights
+# ------------------------------------------------------------------------------------------------
+
+_QRES17M = [m for m in MANIFESTS if m.model == "qres17m" and m.path.parent == FIXTURE_PARITY]
+
+
+@pytest.mark.parametrize("converted", _QRES17M, ids=["qres17m"], indirect=True)
+def test_recordings_pair_with_the_manifest_of_their_own_directory(converted, tmp_path):
+    """Two directories with recordings of one model made with *different* weights (here: a
+    manifest of another seed, and the in-repository recording with its own manifest, in that
+    order): each recording is paired with the manifest of its directory — the recording of the
+    second directory is checked against the weights it was made with, and passes."""
+    other, own = tmp_path / "other_seed", tmp_path / "own"
+    other.mkdir()
+    own.mkdir()
+    data = json.loads(converted.manifest.path.read_text())
+    (other / "qres17m.manifest.json").write_text(json.dumps(dict(data, seed=data["seed"] + 1)))
+    for f in FIXTURE_PARITY.glob("qres17m*"):
+        shutil.copy(f, own / f.name)
+    manifests, recs = discover([other, own])
+    assert len({m.digest for m in manifests}) == 2            # two sets of weights of one model
+    mine = {m.path.parent: m for m in manifests}
+    assert recs and all(r.manifest is mine[own] for r in recs), [r.manifest.path for r in recs]
+    assert mine[own].digest == converted.manifest.digest       # the weights converted here
+    a, b = (m.rebuild_state_dict() for m in (mine[other], mine[own]))
+    assert not all(np.array_equal(a[k], b[k]) for k in a)     # a wrong pairing would check other weights
+    for rec in recs:
+        check_teacher_forced(converted, rec)
+    # the same recording name in two directories of different weights: two recordings, two ids
+    shutil.copy(own / "qres17m_rand64x64s1.npz", other)
+    shutil.copy(own / "qres17m_rand64x64s1.json", other)
+    _, both = discover([other, own])
+    assert len(both) == 2 and len({r.name for r in both}) == 2
+    assert {r.manifest.path.parent for r in both} == {other, own}

@@ -9,15 +9,15 @@ import numpy as np
 from flax import nnx
 
 import lvae_jax
-from lvae_jax.models import piecewise, zoo
+from lvae_jax.models import piecewise
+import tiny_models as T
 from lvae_jax.models.vae import direct
 
 
 def _tiny_qarv():
     # two identical blocks in the first two encoder stages and the first decoder stage
-    cfg = zoo.qarv_base_config(ch=16, enc_dims=(16,) * 5, enc_nums=(2, 2, 1, 1, 1),
-                               dec_nums=(2, 1, 1, 1), z_dims=(4, 4, 4, 4), embed_dim=16,
-                               name="tiny_qarv_repeats")
+    cfg = T.config("qarv", enc_nums=(2, 2, 1, 1, 1), dec_nums=(2, 1, 1, 1),
+                   name="tiny_qarv_repeats")
     return lvae_jax.build_model(cfg)
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lvae_jax
 from lvae_jax.codec import api, container, core
-from lvae_jax.codec.core import Codec
 from lvae_jax.entropy import hints
 from lvae_jax.entropy.coder import BitstreamError
-from test_codec import TINY, _perturbed, load
+import tiny_models as T
+from test_codec import load
 
 EXP = 7                     # δ = 1/128
 DELTA = hints.bound(EXP)
@@ -24,7 +23,8 @@ DELTA = hints.bound(EXP)
 
 @pytest.fixture(scope="module")
 def codecs():
-    return {k: Codec(_perturbed(lvae_jax.build_model(TINY[k]()))) for k in ("qarv", "lossless")}
+    """The tiny QARV and lossless codecs (tests/tiny_models.py)."""
+    return {k: T.codec(k) for k in ("qarv", "lossless")}
 
 
 def test_retrieval_answers_every_key_it_was_built_for():

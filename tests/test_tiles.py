@@ -9,18 +9,18 @@ import zlib
 import numpy as np
 import pytest
 
-import lvae_jax
 from lvae_jax import image as imageio
 from lvae_jax.codec import api, container, tiles
-from lvae_jax.codec.core import Codec
 from lvae_jax.entropy.coder import BitstreamError
 from lvae_jax.limits import ResourceLimitError, activation_bytes, set_memory_limit
-from test_codec import IMAGES, TINY, _cli, _perturbed
+import tiny_models as T
+from test_codec import IMAGES, _cli
 
 
 @pytest.fixture(scope="module")
 def codecs():
-    return {k: Codec(_perturbed(lvae_jax.build_model(TINY[k]()))) for k in ("qarv", "lossless")}
+    """The tiny QARV and lossless codecs (tests/tiny_models.py)."""
+    return {k: T.codec(k) for k in ("qarv", "lossless")}
 
 
 def _image(h=150, w=200):
@@ -207,12 +207,13 @@ def _peak_rss_of(argv) -> int:
     return rss
 
 
+@pytest.mark.slow
 def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
-    """The demo model on a 3072×2304 photo: coded in 256-pixel tiles, compress peaks well below
+    """The demo model on a 2048×1536 photo: coded in 256-pixel tiles, compress peaks well below
     the same command on the whole image (whose activations are most of its memory), decompress
-    (whose fused decoder holds less) not above it."""
+    (whose fused decoder holds less) not above it. (Larger images: benchmarks/large_image.py.)"""
     from PIL import Image
-    big = np.asarray(Image.fromarray(_image(256, 256)).resize((3072, 2304), Image.Resampling.BICUBIC))
+    big = np.asarray(Image.fromarray(_image(256, 256)).resize((2048, 1536), Image.Resampling.BICUBIC))
     src = tmp_path / "big.png"
     Image.fromarray(big).save(src)
     peaks = {}
@@ -223,6 +224,6 @@ def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
         peaks[tile] = (c, d)
     whole, tiled = peaks["none"], peaks["256"]
     print({k: [f"{v / 2**30:.2f} GiB" for v in p] for k, p in peaks.items()})
-    # tiled: the process's fixed cost plus the image; whole: plus every activation of a 7-Mpx pass
+    # tiled: the process's fixed cost plus the image; whole: plus every activation of a 3-Mpx pass
     assert tiled[0] < whole[0] - (300 << 20), peaks
     assert tiled[1] <= whole[1] * 1.05, peaks

@@ -34,6 +34,7 @@ from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from parity_support import REPO
 from lvae_jax.training.step import median_of_first
 from sample_images import images_dir
+import tiny_models as T
 
 from parity_support import results_dir
 IMAGES = images_dir()
@@ -41,18 +42,15 @@ IMAGES = images_dir()
 
 def tiny_qres(lmb=64.0):
     """QRes-shaped, two latent blocks (1/64 and 1/4 resolution): compiles in seconds."""
-    return zoo.qres34m_config(lmb=lmb, ch=8, enc_nums=(0, 0, 0, 0, 0), dec_nums=(1, 0, 0, 0, 1),
-                              name="tiny")
+    return T.config("qres2", lmb=lmb)
 
 
 def tiny_qarv():
     """QARV-shaped (AdaLN blocks, λ embedding), two latent blocks (1/64 and 1/8 resolution)."""
-    return zoo.qarv_base_config(ch=16, enc_dims=(16,) * 5, enc_nums=(0,) * 5, dec_nums=(1, 0, 0, 1),
-                                z_dims=(4, 4, 4, 4), embed_dim=16, name="tiny_qarv")
+    return T.config("qarv2")
 
 
-TINY_QRES_ARGS = {"lmb": 64.0, "ch": 8, "enc_nums": (0, 0, 0, 0, 0), "dec_nums": (1, 0, 0, 0, 1),
-                  "name": "tiny"}
+TINY_QRES_ARGS = T.config_args("qres2")
 
 
 #: Unoptimised XLA code compiles ~3x faster; these tiny models run a handful of steps.
@@ -62,26 +60,6 @@ FAST_XLA = {"xla_backend_optimization_level": 0}
 @pytest.fixture(autouse=True)
 def fast_compile(monkeypatch):
     monkeypatch.setenv("LVAE_DEPTHWISE", "grouped")
-
-
-def shared_jax_cache(tmp_path_factory) -> Path:
-    """One persistent compilation cache for this session's training tests, in-process and in
-    subprocesses (tests/test_training_distributed.py uses the same directory)."""
-    path = tmp_path_factory.getbasetemp() / "jax_train_cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Runs of the same tiny program (straight / interrupted / resumed) compile it once."""
-    saved = {k: getattr(jax.config, k) for k in (
-        "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-    jax.config.update("jax_compilation_cache_dir", str(shared_jax_cache(tmp_path_factory)))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    for k, v in saved.items():
-        jax.config.update(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -309,30 +287,31 @@ def _sigterm_after(run_dir, step: int) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow
 def test_train_run_resume_exact_eval_and_export(tmp_path, train_images, eval_images):
-    n = 30
-    straight = run_config(tmp_path / "a", train_images, iterations=n, save_every=10,
-                          eval_dir=str(eval_images), eval_every=20)
+    n = 15
+    straight = run_config(tmp_path / "a", train_images, iterations=n, save_every=5,
+                          eval_dir=str(eval_images), eval_every=10)
     res = train(straight)
     assert res.status == "finished" and res.step == n
     run = Path(straight.run_dir)
     full = read_metrics(run)
     assert sorted(full) == list(range(1, n + 1))
-    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [5, 10, 15]
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["lr_schedule"] == "constant" and saved["iterations"] == n
-    # evaluation: official results schema, written at step 20 and at the end
+    # evaluation: official results schema, written at step 10 and at the end
     ev = json.loads((run / "eval" / f"step_{n:08d}_ema.json").read_text())
     assert {"name", "test-set", "lambdas", "results"} <= set(ev)
     assert ev["lambdas"] == [64.0] and set(ev["results"]) == {"bpp", "psnr", "mse"}
     assert ev["results"]["bpp"][0] > 0 and 0 < ev["results"]["mse"][0] < 1
-    assert (run / "eval" / "step_00000020_ema.json").is_file()
+    assert (run / "eval" / "step_00000010_ema.json").is_file()
     # the exported model is the EMA and loads as a model
     model = lvae_jax.load_model(run / "model")
     assert model.config.name == "tiny"
 
     # SIGTERM: a checkpoint of the step reached, then a clean stop
-    interrupted = run_config(tmp_path / "b", train_images, iterations=n, save_every=10)
+    interrupted = run_config(tmp_path / "b", train_images, iterations=n, save_every=5)
     _sigterm_after(interrupted.run_dir, 3)
     res1 = train(interrupted)
     stopped_at = res1.step
@@ -365,6 +344,7 @@ def test_run_dir_guards_and_nan_stop(tmp_path, train_images):
         train(run_config(tmp_path, train_images, lr=1e-3, grad_clip=1e30, ema=False), resume=True)
 
 
+@pytest.mark.slow
 def test_finetune_from_model_directory(tmp_path, train_images, eval_images):
     from lvae_jax.checkpoint.orbax_io import assign_params
     mc = tiny_qarv()

@@ -24,31 +24,26 @@ from pathlib import Path
 import pytest
 
 from lvae_jax.training.metrics_log import read_metrics
+import tiny_models as T
 from sample_images import images_dir
+
+#: Subprocesses that compile and run: deselect locally with -m "not slow".
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 IMAGES = images_dir()
 FAST_XLA = {"xla_backend_optimization_level": 0}
 #: QRes-shaped, two latent blocks: compiles in seconds.
-TINY_QRES_ARGS = {"lmb": 64.0, "ch": 8, "enc_nums": [0, 0, 0, 0, 0], "dec_nums": [1, 0, 0, 0, 1],
-                  "name": "tiny"}
+TINY_QRES_ARGS = T.config_args("qres2")
 
 
 @pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """The persistent compilation cache of the training tests (shared with test_training.py and
-    with this module's in-process run): the 1-device tiny-model program is compiled once."""
-    path = tmp_path_factory.getbasetemp() / "jax_train_cache"
-    path.mkdir(exist_ok=True)
-    import jax
-    saved = {k: getattr(jax.config, k) for k in (
-        "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield path
-    for k, v in saved.items():
-        jax.config.update(k, v)
+def jax_cache():
+    """The session's persistent compilation cache (tests/conftest.py), shared with
+    test_training.py and with this module's in-process run: the 1-device tiny-model program is
+    compiled once."""
+    return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 def _env(devices: int, cache: Path) -> dict:
@@ -156,7 +151,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, jax_cache):
     from the last complete checkpoint, re-takes the lost steps with exactly the losses the killed
     process had logged for them (same parameters, optimizer state, key and data position), and
     finishes the run."""
-    n, every = 24, 10
+    n, every = 16, 5
     common = ["--model", "qres34m", "--model-arg", "lmb=64.0", "ch=8", "enc_nums=(0,0,0,0,0)",
               "dec_nums=(1,0,0,0,1)", "name='tiny'", "--data-dir", str(IMAGES), "--crop", "64",
               "--batch-size", "4", "--iterations", str(n), "--log-every", "1",
@@ -176,7 +171,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, jax_cache):
         path = run_dir / "metrics.jsonl"
         return max(read_metrics(run_dir), default=0) if path.is_file() else 0
 
-    # kill mid-interval: checkpoint 10 complete and a few later steps taken
+    # kill mid-interval: checkpoint 5 complete and a few later steps taken
     reached = _wait_for(lambda: complete(every) and logged() >= every + 3, timeout=400, proc=victim)
     victim.send_signal(signal.SIGKILL)
     out = victim.communicate(timeout=60)[0]
