@@ -72,11 +72,14 @@ def _stats(times) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def _jax_codec(model_name: str):
+def _jax_codec(model_name: str, precision: str | None = None):
+    """The string-level coder of ``model_name`` (random weights) and λ; ``precision``: the
+    device passes' matmul precision (default the codec's own, ``numerics.CODEC_PRECISION``)."""
     import lvae_jax
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.core import StringCoder
+    from lvae_jax.numerics import CODEC_PRECISION
     model = lvae_jax.get_model(model_name)
-    codec = Codec(model)
+    codec = StringCoder(model, precision=precision or CODEC_PRECISION)
     lmb = BENCH_LMB if model.config.variable_rate else None
     return codec, lmb
 
@@ -87,7 +90,7 @@ def _load_image(path: str):
     return (im.astype(np.float32) / 255.0)[None]          # (1, H, W, 3) in [0, 1]
 
 
-def worker_jax_latency(model_name: str, image: str, repeats: int) -> dict:
+def worker_jax_latency(model_name: str, image: str, repeats: int, precision: str | None = None) -> dict:
     import jax
     import numpy as np
 
@@ -95,7 +98,7 @@ def worker_jax_latency(model_name: str, image: str, repeats: int) -> dict:
     from lvae_jax.codec.engine import to_coder_order
     from lvae_jax.entropy import coder
 
-    codec, lmb = _jax_codec(model_name)
+    codec, lmb = _jax_codec(model_name, precision)
     im = _load_image(image)
 
     t0 = time.perf_counter()
@@ -107,7 +110,8 @@ def worker_jax_latency(model_name: str, image: str, repeats: int) -> dict:
         enc = codec.encode(im, lmb)
         enc_times.append(time.perf_counter() - t0)
 
-    # Time spent inside host entropy decoding, measured by wrapping the function Codec.decode calls.
+    # Time spent inside host entropy decoding, measured by wrapping the function
+    # StringCoder.decode calls.
     spent = {"s": 0.0}
     robust = core.decode_latent_robust
 
@@ -149,7 +153,7 @@ def worker_jax_latency(model_name: str, image: str, repeats: int) -> dict:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for s, ix in zip(enc[0].latents, idx):
-            coder.decode(s, ix, codec.engine.latent_tables, verify=False)
+            coder.decode(s, ix, codec.latent_tables, verify=False)
         rans_times.append(time.perf_counter() - t0)
 
     n_symbols = int(sum(s[0].size for s in symbols))
@@ -176,19 +180,20 @@ def worker_jax_encode_file(model_name: str, image: str, out: str) -> dict:
     seconds = time.perf_counter() - t0
     arrays = {f"latent{i:02d}": np.frombuffer(s, np.uint8) for i, s in enumerate(enc.latents)}
     arrays["grid"] = np.asarray(enc.grid)
-    arrays["crcs"] = np.asarray(enc.symbol_crcs, np.uint32)
+    arrays["crcs"] = np.asarray(enc.checks.symbol_crcs, np.uint32)
     np.savez(out, **arrays)
     return {"impl": "lvae-jax", "encode_s_incl_compile": seconds, "peak_rss_mib": _peak_rss_mib()}
 
 
 def worker_jax_decode_memory(model_name: str, strings: str) -> dict:
     import numpy as np
-    from lvae_jax.codec.core import EncodedImage
+    from lvae_jax.codec.records import Checks, EncodedImage
     codec, lmb = _jax_codec(model_name)
     with np.load(strings) as z:
         n = sum(1 for k in z.files if k.startswith("latent"))
         item = EncodedImage([z[f"latent{i:02d}"].tobytes() for i in range(n)], None,
-                            tuple(int(v) for v in z["grid"]), [int(v) for v in z["crcs"]])
+                            tuple(int(v) for v in z["grid"]),
+                            Checks(tuple(int(v) for v in z["crcs"])))
     before = _current_rss_mib()
     t0 = time.perf_counter()
     x = codec.decode([item], lmb)
@@ -406,6 +411,9 @@ def main(argv=None) -> int:
     p.add_argument("--official-4k", action="store_true",
                    help="also measure the official code's 3840x2160 decode memory (slow)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--precision", choices=("highest", "high", "default"),
+                   help="lvae-jax's matmul precision in the codec passes (default: the codec's "
+                        "own, highest: files coded otherwise may not decode elsewhere)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -432,7 +440,8 @@ def main(argv=None) -> int:
             print(results["official"])
         for m in args.models:
             row = {"jax": _run("worker_jax_latency", {"model_name": m, "image": str(image),
-                                                      "repeats": args.repeats})}
+                                                      "repeats": args.repeats,
+                                                      "precision": args.precision})}
             if official:
                 row["official"] = _run("worker_official_latency",
                                        {"model_name": m, "image": str(image), "repeats": args.repeats},

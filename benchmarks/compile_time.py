@@ -4,7 +4,7 @@ cache. Prints figures; nothing is asserted.
 
 For each model (random weights: compile time does not depend on them) and each source tree:
 
-* ``encode first`` / ``encode steady``: the first and second ``CodecEngine.encode`` of ``--size``;
+* ``encode first`` / ``encode steady``: the first and second ``CodecEngine.encode`` (the engine of ``StringCoder``) of ``--size``;
 * ``decode after encode``: the first decode in the process that encoded (a round trip), then the
   steady decode;
 * ``new size``: the first encode of ``--size2`` after ``--size`` (what a second image size costs);
@@ -32,12 +32,12 @@ WORKER = r"""
 import json, sys, time
 import numpy as np
 import lvae_jax
-from lvae_jax.codec.engine import CodecEngine
+from lvae_jax.codec.core import StringCoder
 name, size, size2, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 h, w = map(int, size.split("x")); h2, w2 = map(int, size2.split("x"))
 model = lvae_jax.get_model(name)
 lmb = 256.0 if model.config.variable_rate else None
-eng = CodecEngine(model)
+eng = StringCoder(model).engine
 rng = np.random.default_rng(0)
 im = rng.random((1, h, w, 3), dtype=np.float32)
 out = {}

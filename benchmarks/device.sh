@@ -15,7 +15,7 @@
 # What runs, each step under its own timeout so that one failure still leaves the others:
 #   1. codec latency at 512×768 (codec.py), qarv_base and qres34m, both sides in full float32
 #      (lvae_jax.numerics.CODEC_PRECISION; the official side with TF32 off), then qarv_base with
-#      each framework's default precision (LVAE_CODEC_PRECISION=default, TF32 on): the rule's cost;
+#      each framework's default precision (--precision default, TF32 on): the rule's cost;
 #   2. compile time of the codec passes (compile_time.py);
 #   3. the training step, batch 4 at 256² (train_step.py --only step), official on CUDA beside it;
 #   4. the real training loop on a JPEG folder beside the official train-fix-rate.py loop
@@ -58,8 +58,8 @@ if [ "${1:-1}" = 2 ]; then
 fi
 step codec_fp32 130 env LVAE_BENCH_TF32=0 \
     "$PY" benchmarks/codec.py --repeats 5 --skip-4k "${OFF[@]}" --json "$OUT/codec_fp32.json"
-step codec_default 70 env LVAE_CODEC_PRECISION=default LVAE_BENCH_TF32=1 \
-    "$PY" benchmarks/codec.py --models qarv_base --repeats 5 --skip-4k "${OFF[@]}" --json "$OUT/codec_default.json"
+step codec_default 70 env LVAE_BENCH_TF32=1 \
+    "$PY" benchmarks/codec.py --models qarv_base --repeats 5 --skip-4k --precision default "${OFF[@]}" --json "$OUT/codec_default.json"
 step compile 80 "$PY" benchmarks/compile_time.py --models qarv_base --json "$OUT/compile.json"
 step train_step 140 "$PY" benchmarks/train_step.py --only step --repeats 5 "${OFF[@]}"
 step loop 60 "$PY" benchmarks/train_step.py --only loop --models qres34m --loop-steps 12 "${OFF[@]}"

@@ -370,7 +370,7 @@ def rd_command(args) -> int:
     values over its range, as eval-var-rate.py); a fixed-rate QRes model gives one point at its
     trained λ (pass one --ckpt per λ for a curve); the lossless model reports its bpp and checks
     that every image decodes exactly. Per-image results go to results['per-image']."""
-    from lvae_jax.evaluation.model_eval import evaluate_bitstreams
+    from lvae_jax.evaluation.model_eval import RDOptions, evaluate_bitstreams
 
     if args.lambdas is not None and (args.num_lambdas is not None or args.lmb_range is not None):
         raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
@@ -379,11 +379,10 @@ def rd_command(args) -> int:
     models = _load_models(args)
     _check_plot_args(args, models)
     log = None if args.quiet else (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
-    result = evaluate_bitstreams(
-        models, images, args.lambdas, num_lambdas=args.num_lambdas, lmb_range=args.lmb_range,
-        fmt=args.format, with_ms_ssim=args.ms_ssim, batch_size=args.batch_size, name=args.name,
-        test_set=test_set, keep_dir=args.keep_bitstreams, num_images=count,
-        progress=not args.quiet, log=log)
+    result = evaluate_bitstreams(models, images, RDOptions(
+        args.lambdas, args.num_lambdas, args.lmb_range, fmt=args.format,
+        with_ms_ssim=args.ms_ssim, batch_size=args.batch_size, name=args.name, test_set=test_set,
+        keep_dir=args.keep_bitstreams, num_images=count, progress=not args.quiet, log=log))
     return _finish(args, result, f"real bitstreams, {args.format} layout")
 
 
@@ -407,7 +406,7 @@ def estimate_command(args) -> int:
     lossless model its estimated bpp (latents + pixels)."""
     import jax
 
-    from lvae_jax.evaluation.model_eval import estimate
+    from lvae_jax.evaluation.model_eval import EstimateRun, estimate
 
     if args.lambdas is not None and (args.num_lambdas is not None or args.lmb_range is not None):
         raise UsageError("give --lambdas or --num-lambdas/--lmb-range, not both")
@@ -418,10 +417,10 @@ def estimate_command(args) -> int:
     models = _load_models(args)
     _check_plot_args(args, models)
     log = None if args.quiet else (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
-    result = estimate(models, images, args.lambdas, num_lambdas=args.num_lambdas,
-                      lmb_range=args.lmb_range, key=jax.random.key(args.seed), draws=args.draws,
-                      bpp_pixels=args.bpp_pixels, name=args.name, test_set=test_set,
-                      num_images=count, progress=not args.quiet, log=log)
+    result = estimate(models, images, EstimateRun(
+        args.lambdas, args.num_lambdas, args.lmb_range, key=jax.random.key(args.seed),
+        draws=args.draws, bpp_pixels=args.bpp_pixels, name=args.name, test_set=test_set,
+        num_images=count, progress=not args.quiet, log=log))
     if models[0].config.family == "rd":
         result.meta["seed"] = args.seed
     return _finish(args, result, "estimated rates, no bitstream")

@@ -52,7 +52,7 @@ def _model_args(lmb_help: str | None = None) -> tuple:
 def _load_codec(args):
     from lvae_jax.assets import demo_model_dir
     from lvae_jax.checkpoint.orbax_io import CheckpointError, load_model, read_info
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.api import Codec
     ckpt = args.ckpt or demo_model_dir()
     name = read_info(ckpt)["config"]["name"]
     if args.model and args.model != name:
@@ -138,7 +138,7 @@ def _tile_arg(text: str):
 )
 def _compress(args) -> int:
     """Compress an image into a bitstream file."""
-    from lvae_jax.codec import api, tiles
+    from lvae_jax.codec import tiles
     from lvae_jax.files import atomic_write_bytes, check_output
     from lvae_jax.image import image_size, load_rgb8, read_image_bytes
     from lvae_jax.limits import check_image_size
@@ -151,7 +151,7 @@ def _compress(args) -> int:
     if args.format != "lvae" and isinstance(args.tile, int):
         raise ValueError("--tile needs the lvae format: the official layouts hold one whole image")
     tile = args.tile if args.format == "lvae" else None
-    tile_size = api.resolve_tile(codec, (h, w), tile)
+    tile_size = codec.resolve_tile((h, w), tile)
     if tile_size is None:
         check_image_size(codec.config, h, w, what=name)
     else:
@@ -169,7 +169,7 @@ def _compress(args) -> int:
     t0 = time.perf_counter()
     if args.target_bpp is not None or args.target_bytes is not None:
         target = args.target_bytes if args.target_bytes is not None else round(args.target_bpp * h * w / 8)
-        res = api.compress_to_target(codec, im, target_bytes=target, fmt=args.format, tile=tile)
+        res = codec.compress_to_target(im, target_bytes=target, fmt=args.format, tile=tile)
         data, lmb = res.data, res.lmb
         print(f"rate control: {res.message} after {len(res.trials)} trials")
         for n in res.notes:
@@ -178,7 +178,7 @@ def _compress(args) -> int:
             print("note: the target was not reached within 2 %", file=sys.stderr)
     else:
         risk: list = []
-        data, lmb = api.compress(codec, im, args.lmb, fmt=args.format, tile=tile, notes=risk), args.lmb
+        data, lmb = codec.compress(im, args.lmb, fmt=args.format, tile=tile, notes=risk), args.lmb
         for n in risk:
             print(f"warning: {n}", file=sys.stderr)
     dt = time.perf_counter() - t0
@@ -214,7 +214,6 @@ def _decompress(args) -> int:
     """Decompress a bitstream file (any of the three layouts) into a PNG."""
     import jax
     import numpy as np
-    from lvae_jax.codec import api
     from lvae_jax.files import check_output
     from lvae_jax.image import load_rgb8, save_png, to_float, to_uint8
     from lvae_jax.limits import read_bounded
@@ -234,8 +233,8 @@ def _decompress(args) -> int:
     orig = load_rgb8(args.original, alpha="drop")[0] if args.original else None
     codec = _load_codec(args)
     key = jax.random.key(args.seed)
-    res = api.decompress(codec, data, num_blocks=args.blocks, temperature=args.temperature, key=key,
-                         allow_partial=args.partial)
+    res = codec.decompress_details(data, num_blocks=args.blocks, temperature=args.temperature,
+                                   key=key, allow_partial=args.partial)
     h, w = res.image.shape[:2]
     if orig is not None and orig.shape != res.image.shape:
         raise ValueError(f"--original is {orig.shape[1]}x{orig.shape[0]}, the decoded image {w}x{h} "
@@ -253,7 +252,7 @@ def _decompress(args) -> int:
         print(f"note: {n}")
     if args.strip:
         from lvae_jax.generative.figures import save_strip
-        frames = [api.decompress(codec, data, num_blocks=k, allow_partial=args.partial).image
+        frames = [codec.decompress(data, num_blocks=k, allow_partial=args.partial)
                   for k in range(res.blocks_decoded + 1)]
         print(f"wrote {save_strip(args.strip, frames)}")
     return 0

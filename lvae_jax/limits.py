@@ -133,8 +133,12 @@ def _block_elements(spec) -> float:
     return width * (2.0 + float(getattr(spec, "mlp_ratio", 2.0) or 2.0))
 
 
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
+def format_gib(n: int) -> str:
+    """A byte count for messages: GiB with one decimal, or MiB / KiB / bytes when smaller."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if unit == "GiB" else f"{n / scale:.0f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_dimensions(height: int, width: int, what: str = "image") -> None:
@@ -159,8 +163,8 @@ def check_image_size(config, height: int, width: int, *, batch: int = 1, what: s
     need = activation_bytes(config, h, w, batch)
     if need > limit:
         raise ResourceLimitError(
-            f"{what}: {w}×{h} would need about {_gib(need)} to code with {config.name} (estimate), "
-            f"more than the {_gib(limit)} allowed; allow more with --max-memory SIZE or "
+            f"{what}: {w}×{h} would need about {format_gib(need)} to code with {config.name} (estimate), "
+            f"more than the {format_gib(limit)} allowed; allow more with --max-memory SIZE or "
             "LVAE_MAX_MEMORY=SIZE (0 = no check), or use a smaller image")
 
 

@@ -10,7 +10,6 @@ Conventions: arrays are float32 unless stated; rates are in **nats** (natural lo
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +63,9 @@ LOG2_E = math.log2(math.e)
 #: code computes on CPU. TF32 (XLA's and cuDNN's GPU default for float32) keeps 10 mantissa bits
 #: instead of 23, so prior scales would move by far more than the 2^-15 relative tolerance the
 #: index hints are built for (docs/cross_implementation.md). On CPU this changes nothing.
-#: ``LVAE_CODEC_PRECISION`` overrides it for measuring its cost only (benchmarks/device.sh):
-#: files written under another precision may not decode elsewhere.
-CODEC_PRECISION = os.environ.get("LVAE_CODEC_PRECISION", "highest")
+#: It is not a setting: a benchmark that measures the rule's cost passes another precision to
+#: :class:`~lvae_jax.codec.engine.CodecEngine` itself (files coded so may not decode elsewhere).
+CODEC_PRECISION = "highest"
 
 # ---------------------------------------------------------------------------------------------
 # Activations and normalisation

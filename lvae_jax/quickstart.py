@@ -67,13 +67,12 @@ def run(args) -> int:
 
     from lvae_jax.assets import demo_model_dir
     from lvae_jax.checkpoint.orbax_io import load_model, read_info
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.api import Codec
     from lvae_jax.evaluation import baselines
     from lvae_jax.files import atomic_write_bytes
     from lvae_jax.evaluation.bd_rate import BDError, bd_rate
     from lvae_jax.evaluation.images import array_to_eval_image
-    from lvae_jax.evaluation.model_eval import evaluate_bitstreams
+    from lvae_jax.evaluation.model_eval import RDOptions, evaluate_bitstreams
     from lvae_jax.evaluation.plot import plot_rd
     from lvae_jax.evaluation.rd_json import save_rd
     from lvae_jax.image import save_png
@@ -98,9 +97,9 @@ def run(args) -> int:
     eval_images = [array_to_eval_image(im, n) for n, im in images]
 
     # Real bitstreams: every image compressed to a file at every λ and decoded back.
-    curve = evaluate_bitstreams(model, eval_images, lambdas, fmt="lvae", name=label,
-                                test_set=test_set, keep_dir=out / "bitstreams", progress=True,
-                                num_images=len(eval_images))
+    curve = evaluate_bitstreams(model, eval_images, RDOptions(
+        lambdas, fmt="lvae", name=label, test_set=test_set, keep_dir=out / "bitstreams",
+        progress=True, num_images=len(eval_images)))
     save_rd(curve, out / "rd.json")
 
     print("JPEG on the same images ...")
@@ -114,7 +113,7 @@ def run(args) -> int:
     k = len(curve.bpp) // 2
     record = curve.extra["per-image"][k][0]
     data = (out / "bitstreams" / record["file"]).read_bytes()
-    rec = api.decompress(Codec(model), data).image
+    rec = Codec(model).decompress(data)
     atomic_write_bytes(out / f"{name}.lvae", data)
     save_png(out / f"{name}.png", rec)
     q, jpeg_img, jpeg_bytes = _jpeg_near(im, len(data))

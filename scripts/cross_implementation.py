@@ -11,13 +11,13 @@ same weights (the parity recipe of ``../shared/parity``, converted by the real c
   indexes, given the correct previous latents (teacher forcing, so every block is judged on its
   own): plainly (re-encoding verification, what an official file gets), with
   ``decode_latent_robust`` without a symbol CRC, and with the symbol CRC lvae-jax's container
-  stores; then the real end-to-end decodes (``api.decompress`` of the official file; the same
-  strings with symbol CRCs through ``Codec.decode``) compared bit for bit with the correct decode;
+  stores; then the real end-to-end decodes (``Codec.decompress`` of the official file; the same
+  strings with symbol CRCs through ``StringCoder.decode``) compared bit for bit with the correct decode;
 * lvae-jax -> official: each of our strings decoded by the official code with its own indexes
   (teacher forcing, instrumented ``GaussianConditional``), and the official ``decompress`` of our
   bytes compared bit for bit with the correct decode;
 * lvae-jax -> lvae-jax: index differences between lvae-jax's encoder pass and its decoder steps,
-  and whether ``Codec.decode`` reproduces the correct decode.
+  and whether ``StringCoder.decode`` reproduces the correct decode.
 
 A block is "exact" when its decoded symbols equal the encoder's; a whole file decodes exactly iff
 every block is exact under teacher forcing (then the real decoder follows the same path).
@@ -263,21 +263,22 @@ def _teacher_decode(codec, grid, lmb, strings, symbols, pixel_string, pixel_symb
     import numpy as np
     from lvae_jax import numerics
     from lvae_jax.codec.engine import from_coder_order, to_coder_order
-    engine = codec.engine
+    coder_ = codec.coder
+    engine = coder_.engine
     scales, indexes = [], []
 
     def decode_latent(i, pm, pv, idx):
         flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order(pv[0], np.float32)
         scales.append(flat_pv)
         indexes.append(flat_idx)
-        observe(i, strings[i], symbols[i], flat_idx, flat_pv, engine.latent_tables)
+        observe(i, strings[i], symbols[i], flat_idx, flat_pv, coder_.latent_tables)
         return from_coder_order(symbols[i], pm.shape[1:]).astype(np.float32)[None] + pm
 
     def decode_pixels(pm, pv, idx, levels=None):
         flat_idx, flat_pv = to_coder_order(idx[0]), to_coder_order(pv[0], np.float32)
         scales.append(flat_pv)
         indexes.append(flat_idx)
-        observe(codec.num_latents, pixel_string, pixel_symbols, flat_idx, flat_pv, engine.pixel_tables)
+        observe(codec.num_latents, pixel_string, pixel_symbols, flat_idx, flat_pv, coder_.pixel_tables)
         x = (from_coder_order(pixel_symbols, pm.shape[1:]).astype(np.float32)[None] + pm) \
             * np.float32(numerics.PIXEL_BIN_SIZE)
         return numerics.process_output_host(x)
@@ -295,9 +296,10 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     """All measurements of one (model, λ, image); ``jx``: lvae-jax encoder arrays (dict),
     ``off``: the official worker's npz."""
     import numpy as np
-    from lvae_jax.codec import api, formats
+    from lvae_jax.codec import official
     from lvae_jax.entropy.coder import symbols_crc
-    from lvae_jax.codec.core import DecodeReport, EncodedImage, decode_latent_robust
+    from lvae_jax.codec.core import DecodeReport, decode_latent_robust
+    from lvae_jax.codec.records import Checks, EncodedImage
     from lvae_jax.entropy import coder
     from lvae_jax.entropy.coder import BitstreamError
     from lvae_jax.entropy.tables import boundary_distance
@@ -313,7 +315,7 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     o_sym, o_idx, o_scale = seq("off_enc", "sym"), seq("off_enc", "idx"), seq("off_enc", "scales")
     o_str = [a.tobytes() for a in seq("off_enc", "string")]
     j_sym, j_idx, j_str = jx["sym"], jx["idx"], jx["str"]
-    tables = [codec.engine.latent_tables] * n_lat + ([codec.engine.pixel_tables] if lossless else [])
+    tables = [codec.coder.latent_tables] * n_lat + ([codec.coder.pixel_tables] if lossless else [])
 
     # -- encoder side ---------------------------------------------------------------------------
     dist = [boundary_distance(s, t.scale_table, t.bound) for s, t in zip(o_scale, tables)]
@@ -358,15 +360,15 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     # Real end-to-end decodes of the official file (no CRC) and of the official strings with CRCs.
     h, w = image.shape[:2]
     if codec.config.family == "qarv":
-        data = formats.write_qarv_file((h, w), off[f"{tag}/off_body"].tobytes())
+        data = official.write_qarv_file((h, w), off[f"{tag}/off_body"].tobytes())
     else:
         width = codec.config.dec_blocks[0].width
-        data = formats.write_qres_file([[s] for s in o_str[:n_lat]], (1, width, *grid), (h, w),
-                                       pixel_strings=[o_str[n_lat]] if lossless else None)
+        data = official.write_qres_file([[s] for s in o_str[:n_lat]], (1, width, *grid), (h, w),
+                                        pixel_strings=[o_str[n_lat]] if lossless else None)
     off_x = off[f"{tag}/off_dec_x"]
     e2e = {}
     try:
-        res = api.decompress(codec, data)
+        res = codec.decompress_details(data)
         e2e["official_file"] = {"equals_correct_decode": bool(np.array_equal(res.image, x_tf)),
                                 "notes": res.notes, "error": None,
                                 "max_abs_diff_vs_official_output": float(np.max(np.abs(res.image - off_x))),
@@ -375,10 +377,10 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     except BitstreamError as e:
         e2e["official_file"] = {"equals_correct_decode": False, "error": str(e), "notes": []}
     item = EncodedImage(o_str[:n_lat], o_str[n_lat] if lossless else None, grid,
-                        [symbols_crc(s) for s in o_sym])
+                        Checks(tuple(symbols_crc(s) for s in o_sym)))
     rep = DecodeReport()
     try:
-        x = codec.decode([item], lmb, report=rep)[0]
+        x = codec.coder.decode([item], lmb, report=rep)[0]
         e2e["with_symbol_crcs"] = {"equals_correct_decode": bool(np.array_equal(x, x_tf)),
                                    "notes": rep.notes(), "error": None}
     except BitstreamError as e:
@@ -411,8 +413,9 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
     x_tf_j, _, jj_idx = _teacher_decode(codec, grid, lmb, j_str[:n_lat], j_sym[:n_lat],
                                         j_str[n_lat] if lossless else None,
                                         j_sym[n_lat] if lossless else None, observe_self)
-    crcs = [symbols_crc(s) for s in j_sym]
-    x = codec.decode([EncodedImage(j_str[:n_lat], j_str[n_lat] if lossless else None, grid, crcs)], lmb)[0]
+    crcs = Checks(tuple(symbols_crc(s) for s in j_sym))
+    x = codec.coder.decode([EncodedImage(j_str[:n_lat], j_str[n_lat] if lossless else None, grid,
+                                         crcs)], lmb)[0]
     row["jax_to_jax"] = {"decoder_index_diff": _count(jj_idx, j_idx), "plain": self_plain.as_dict(),
                          "codec_decode_equals_correct_decode": bool(np.array_equal(x, x_tf_j))}
     if lossless:
@@ -433,11 +436,11 @@ def analyse_case(codec, tag, lmb, image, jx, off) -> dict:
 def encode_jax(codec, image, lmb) -> dict:
     """lvae-jax's encoder output for one image: strings, symbols and indexes in coder order."""
     import numpy as np
-    from lvae_jax.codec import formats
+    from lvae_jax.codec import official
     from lvae_jax.codec.engine import to_coder_order
     batch = image[None]
-    enc = codec.encode(batch, lmb)[0]
-    lat = codec.engine.encode(batch, lmb)
+    enc = codec.coder.encode(batch, lmb)[0]
+    lat = codec.coder.engine.encode(batch, lmb)
     sym = [to_coder_order(s[0]) for s in lat.symbols]
     idx = [to_coder_order(s[0]) for s in lat.indexes]
     strs = list(enc.latents)
@@ -447,7 +450,7 @@ def encode_jax(codec, image, lmb) -> dict:
         strs.append(enc.pixels)
     out = {"sym": sym, "idx": idx, "str": strs, "grid": np.asarray(enc.grid)}
     if codec.config.variable_rate:
-        out["body"] = formats.write_qarv_body(lmb, enc.grid, enc.latents)
+        out["body"] = official.write_qarv_body(lmb, enc.grid, enc.latents)
     return out
 
 
@@ -470,7 +473,7 @@ def _jax_npz(cases, encoded, num_latents) -> dict:
 
 def run_model(model_name, lmbs, images, args, tmp: Path) -> list[dict]:
     import numpy as np
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.api import Codec
     t0 = time.perf_counter()
     model, pt, margs = _converted_model(model_name, tmp)
     codec = Codec(model)

@@ -15,7 +15,7 @@ semantic checks are reached; malicious and malformed pickles), all-ones runs, an
 sizes* (``size``: the declared image size and everything that must agree with it — latent grid,
 feature shape, header CRC — rewritten consistently, so that only the size limits and the memory
 estimate stand between the header and an allocation) — and runs it
-through :func:`~lvae_jax.codec.container.sniff`, the format's reader, and the coder-level
+through :func:`~lvae_jax.codec.formats.sniff`, the format's reader, and the coder-level
 decoding of every string it yields (with the valid indexes of its position; plain, verified, and
 the pure-Python emulation of the C++ decoder that counts words read).
 
@@ -101,7 +101,8 @@ def _random_stream(rng, tables, n, escapes=2):
 
 
 def build_corpus(seed: int = 0) -> list[Entry]:
-    from lvae_jax.codec import container, formats
+    from lvae_jax.codec import container, official
+    from lvae_jax.codec.records import FileMeta
     from lvae_jax.entropy import coder, tables as T
 
     rng = np.random.default_rng([seed, 0xC0])
@@ -132,18 +133,16 @@ def build_corpus(seed: int = 0) -> list[Entry]:
     corpus = []
     s, p = make("qarv_latent", 1, False)
     corpus.append(Entry("lvae-qarv-b1", "lvae", container.write_container(
-        model_name="qarv_base", model_id=mid, lmb=256.0, image_size=(50, 70), stride=64,
-        latent_strings=latents(s, 1)), s, p))
+        FileMeta("qarv_base", mid, 256.0, (50, 70), 64), latents(s, 1)), s, p))
     s, p = make("qres_latent", 2, True)
     corpus.append(Entry("lvae-lossless-b2", "lvae", container.write_container(
-        model_name="qres34m_lossless", model_id=mid, lmb=None, image_size=(64, 128), stride=64,
-        latent_strings=latents(s, 2), pixel_strings=pixels(s, 2)), s, p))
+        FileMeta("qres34m_lossless", mid, None, (64, 128), 64), latents(s, 2), pixels(s, 2)), s, p))
     s, p = make("qarv_latent", 1, False)
-    body = formats.write_qarv_body(64.0, (1, 2), [s[("latent", i, 0)] for i in range(len(latent_sizes))])
-    corpus.append(Entry("qarv", "qarv", formats.write_qarv_file((60, 100), body), s, p))
+    body = official.write_qarv_body(64.0, (1, 2), [s[("latent", i, 0)] for i in range(len(latent_sizes))])
+    corpus.append(Entry("qarv", "qarv", official.write_qarv_file((60, 100), body), s, p))
     for proto, n_img, lossless in ((4, 2, False), (5, 1, True), (3, 1, False)):
         s, p = make("qres_latent", n_img, lossless)
-        data = formats.write_qres_file(latents(s, n_img), (n_img, 32, 1, 2), (64, 100),
+        data = official.write_qres_file(latents(s, n_img), (n_img, 32, 1, 2), (64, 100),
                                        pixels(s, n_img) if lossless else None, protocol=proto)
         corpus.append(Entry(f"qres-p{proto}-b{n_img}{'-lossless' if lossless else ''}", "qres", data, s, p,
                             {"protocol": proto, "batch": n_img, "lossless": lossless}))
@@ -281,8 +280,8 @@ _MALICIOUS_PICKLES = (
 
 
 def _mutate_qres(rng, entry: Entry) -> tuple[bytes, str]:
-    from lvae_jax.codec import formats
-    f = formats.read_qres_file(entry.data)
+    from lvae_jax.codec import official
+    f = official.read_qres_file(entry.data)
     lat = [list(x) for x in f.latent_strings]
     shape, size, pix, proto = list(f.feature_shape), list(f.image_size), f.pixel_strings, f.protocol
     choice = int(rng.integers(0, 8))
@@ -315,7 +314,7 @@ def _mutate_qres(rng, entry: Entry) -> tuple[bytes, str]:
 
 def _forge_size(rng, entry: Entry) -> tuple[bytes, str]:
     """The file claiming another image size, consistently (grid, shapes and CRCs follow)."""
-    from lvae_jax.codec import formats
+    from lvae_jax.codec import official
     if rng.random() < 0.7:
         h, w = FORGED_SIZES[int(rng.integers(0, len(FORGED_SIZES)))]
     else:
@@ -335,7 +334,7 @@ def _forge_size(rng, entry: Entry) -> tuple[bytes, str]:
         fields[0], fields[1], fields[4], fields[5] = h, w, *grid
         return _qarv_build(fields, strings), f"{h}x{w}, grid {grid[0]}x{grid[1]}"
     if entry.fmt == "qres":
-        f = formats.read_qres_file(data)
+        f = official.read_qres_file(data)
         if rng.random() < 0.2:          # beyond what the official writer could store
             h, w = (int(rng.choice([1 << 20, 1 << 40])),) * 2
             grid = (h // 64, w // 64)
@@ -391,12 +390,12 @@ def mutate(rng, entry: Entry, kind: str) -> tuple[bytes, str]:
             strings[i], strings[j] = strings[j], strings[i]
             return _qarv_build(fields, strings), f"strings {i}<->{j}"
         if entry.fmt == "qres":
-            from lvae_jax.codec import formats
-            f = formats.read_qres_file(data)
+            from lvae_jax.codec import official
+            f = official.read_qres_file(data)
             lat = list(f.latent_strings)
             i, j = rng.choice(len(lat), 2, replace=False)
             lat[i], lat[j] = lat[j], lat[i]
-            return formats.write_qres_file(lat, f.feature_shape, f.image_size, f.pixel_strings,
+            return official.write_qres_file(lat, f.feature_shape, f.image_size, f.pixel_strings,
                                            f.protocol), f"latent blocks {i}<->{j}"
         words = bytearray(data)
         if n >= 16:
@@ -497,7 +496,7 @@ def _check_coder(entry: Entry, position, s: bytes, stats: collections.Counter) -
 def run_case(corpus: list[Entry], seed: int, index: int, decode_file=None) -> dict:
     """Run case ``index``; returns {"outcome", "entry", "mutation", "detail", "stats"}; raises
     :class:`CaseFailure` (or anything unexpected) on a violated invariant."""
-    from lvae_jax.codec import container, formats
+    from lvae_jax.codec import container, formats, official
 
     rng = np.random.default_rng([seed, index])
     entry = corpus[int(rng.integers(0, len(corpus)))]
@@ -520,9 +519,9 @@ def run_case(corpus: list[Entry], seed: int, index: int, decode_file=None) -> di
         result["outcome"] = "coder"
         return result
 
-    fmt, err = attempt(container.sniff, data)
+    fmt, err = attempt(formats.sniff, data)
     strings = {}
-    if fmt == container.LVAE:
+    if fmt == formats.LVAE:
         f, err = attempt(container.read_container, data)
         part, perr = attempt(container.read_partial, data)
         orig = [entry.strings[k] for k in sorted(entry.strings, key=_position_order)]
@@ -539,12 +538,12 @@ def run_case(corpus: list[Entry], seed: int, index: int, decode_file=None) -> di
             if f is not None and not part.complete:
                 raise CaseFailure("full read succeeded but partial read reports missing chunks")
             stats[f"partial-{'complete' if part.complete else 'prefix'}"] += 1
-    elif fmt == container.QARV_OFFICIAL:
-        f, err = attempt(formats.read_qarv_file, data)
+    elif fmt == formats.QARV_OFFICIAL:
+        f, err = attempt(official.read_qarv_file, data)
         if f is not None:
             strings = {("latent", i, 0): s for i, s in enumerate(f.body.strings)}
-    elif fmt == container.QRES_OFFICIAL:
-        f, err = attempt(formats.read_qres_file, data)
+    elif fmt == formats.QRES_OFFICIAL:
+        f, err = attempt(official.read_qres_file, data)
         if f is not None:
             strings = {("latent", i, b): s for i, x in enumerate(f.latent_strings) for b, s in enumerate(x)}
             if f.pixel_strings:

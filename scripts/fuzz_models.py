@@ -10,11 +10,11 @@ the end-to-end half of ``scripts/fuzz_bitstreams.py``.
 QRes (fixed rate) and QRes lossless, parameters moved off their initialisation by a seeded
 perturbation — compresses a few seeded synthetic images (not multiples of 64, so padding and
 cropping are exercised) into the lvae-jax container and the official layouts with the real codec
-(:func:`lvae_jax.codec.api.compress`), and records for every file its strings, the table indexes
+(:meth:`lvae_jax.codec.api.Codec.compress`), and records for every file its strings, the table indexes
 and symbols of each string (from the encoder pass, for the coder-level checks of the fuzz script)
 and the image the valid file decodes to.
 
-:func:`decode_file` decodes a (mutated) file with :func:`lvae_jax.codec.api.decompress` and the
+:func:`decode_file` decodes a (mutated) file with :meth:`lvae_jax.codec.api.Codec.decompress` and the
 model that wrote it. Besides "succeed or raise ``BitstreamError``/``ValueError``" (checked by
 the fuzz script) it asserts:
 
@@ -109,7 +109,7 @@ def _positions(codec, pixels: np.ndarray, lmb, tables_by_kind: dict) -> dict:
     from lvae_jax import image as imageio
     from lvae_jax.codec.engine import to_coder_order
     x = imageio.pad_to_multiple(imageio.to_float(pixels), codec.config.max_stride)[None]
-    enc = codec.engine.encode(x, codec.check_lmb(lmb))
+    enc = codec.coder.engine.encode(x, codec.coder.check_lmb(lmb))
     out = {}
     for i, (sym, idx) in enumerate(zip(enc.symbols, enc.indexes)):
         out[("latent", i, 0)] = (tables_by_kind["latent"], to_coder_order(idx[0]),
@@ -127,9 +127,9 @@ def build_corpus(seed: int = 0, models=("qarv", "qres", "lossless"), sizes=IMAGE
     a worker restarted after a crash, or the next run, skips most of the compilation."""
     from fuzz_bitstreams import Entry
 
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import Codec
-    from lvae_jax.codec.engine import LATENT_TABLE, PIXEL_TABLE
+    from lvae_jax.codec import formats
+    from lvae_jax.codec.api import Codec
+    from lvae_jax.entropy.tables import LATENT_TABLE, PIXEL_TABLE
     from lvae_jax.runtime import enable_compilation_cache
 
     enable_compilation_cache()
@@ -146,11 +146,11 @@ def build_corpus(seed: int = 0, models=("qarv", "qres", "lossless"), sizes=IMAGE
             for lmb in lambdas:
                 positions = _positions(codec, im, lmb, tables)
                 for fmt in ("lvae", "official"):
-                    data = api.compress(codec, im, lmb, fmt=fmt)
-                    parsed = api.parse(data)
-                    chunks = [*parsed.latents, *([parsed.pixels] if parsed.pixels else [])]
+                    data = codec.compress(im, lmb, fmt=fmt)
+                    enc = formats.parse(data).encoded
+                    chunks = [*enc.latents, *([enc.pixels] if enc.pixels else [])]
                     strings = dict(zip(sorted(positions, key=_order), chunks))
-                    decoded = api.decompress(codec, data).image
+                    decoded = codec.decompress(data)
                     kind = "lvae" if fmt == "lvae" else ("qarv" if config.family == "qarv" else "qres")
                     name = f"{key}-{im.shape[0]}x{im.shape[1]}" + (f"-lmb{lmb:g}" if lmb else "") + f"-{kind}"
                     meta = {"model": key, "lmb": lmb, "decoded": decoded, "image": im}
@@ -176,20 +176,18 @@ def decode_file(data: bytes, entry, stats: collections.Counter, mutation: str = 
     """Decode ``data`` (a mutation of ``entry``'s file) with the model that wrote the entry and
     check the invariants of the module docstring (``AssertionError`` when one is violated).
     Counts outcomes in ``stats``. Raises whatever the decoder raises on refusal."""
-    from lvae_jax.codec import api
-    from lvae_jax.codec.container import sniff
+    from lvae_jax.codec import formats
+    from lvae_jax.codec.formats import sniff
 
     codec = _CODECS[entry.meta["model"]]
     expected = entry.meta["decoded"]
     try:
-        res = api.decompress(codec, data)
+        img = codec.decompress(data)
     except Exception:
         assert data != entry.data, f"{entry.name}: the unmodified file was refused"
         raise
-    img = res.image
-    p = api.parse(data)
-    assert img.shape == (*p.image_size, 3), (
-        f"{entry.name}: decoded {img.shape}, the file states {p.image_size}")
+    size = formats.parse(data).meta.image_size
+    assert img.shape == (*size, 3), f"{entry.name}: decoded {img.shape}, the file states {size}"
     assert np.all(np.isfinite(img)) and img.min() >= 0.0 and img.max() <= 1.0, (
         f"{entry.name}: decoded pixels outside [0, 1]")
     same = img.shape == expected.shape and np.array_equal(img, expected)

@@ -11,8 +11,8 @@ encoder (this process, lvae-jax defaults) writes the file with hints (default bo
 * ``grouped`` / ``shift``: the other depthwise kernels (``LVAE_DEPTHWISE``);
 * ``ynnpack``: XLA:CPU's default YNNPACK fusions back on (``LVAE_XLA_DEFAULTS=0``);
 * ``hook``: every prior scale perturbed by a deterministic relative error uniform in ± the
-  default bound (``lvae_jax.codec.core.SCALE_PERTURBATION``), and every lossless pixel mean by
-  an absolute error uniform in ± the bound (``LEVEL_PERTURBATION``).
+  default bound, and every lossless pixel mean by an absolute error uniform in ± the bound
+  (:class:`lvae_jax.codec.core.Perturbation`, ``Codec.with_perturbation``).
 
 Per decoder: files decoded exactly (every symbol the encoder coded; lossless: also the input
 image), refused (an error) and silently wrong (no error, but a symbol or a lossless pixel off); indexes set from hints; and the largest relative difference between its prior
@@ -59,8 +59,7 @@ def _images(shared: Path) -> list[Path]:
 
 def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -> dict:
     from cross_implementation import _converted_model
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec.api import Codec
     from lvae_jax.codec.engine import to_coder_order
     from lvae_jax.image import load_rgb8, pad_to_multiple, to_float
     files, built = [], {}
@@ -79,11 +78,11 @@ def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -
         for img in _images(shared):
             im = load_rgb8(img)[0]
             tag = f"{name}_{'lossless' if lmb is None and 'lossless' in name else lmb}_{img.stem}"
-            v2 = api.compress(codec, im, lmb, **({} if bound_exp is None else {"hint_bound_exp": bound_exp}))
-            v1 = api.compress(codec, im, lmb, hint_bound_exp=None)
+            v2 = codec.compress(im, lmb, **({} if bound_exp is None else {"hint_bound_exp": bound_exp}))
+            v1 = codec.compress(im, lmb, hint_bound_exp=None)
             (work / f"{tag}.v2").write_bytes(v2)
             (work / f"{tag}.v1").write_bytes(v1)
-            enc = codec.engine.encode(pad_to_multiple(to_float(im), 64)[None], lmb)
+            enc = codec.coder.engine.encode(pad_to_multiple(to_float(im), 64)[None], lmb)
             scales = [to_coder_order(s[0], np.float32) for s in enc.scales]
             symbols = [to_coder_order(s[0]) for s in enc.symbols]
             if enc.pixel_scales is not None:
@@ -96,7 +95,7 @@ def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -
             from lvae_jax.codec import container
             h = container.read_header(v2)
             files.append({"tag": tag, "model": name, "lmb": lmb, "dir": mdir, "image": str(img),
-                          "v1": len(v1), "v2": len(v2), "hints": len(h.hints or b"") + 2,
+                          "v1": len(v1), "v2": len(v2), "hints": len(h.checks.hints or b"") + 2,
                           "lossless": "lossless" in name})
             print(f"encoded {tag}: {len(v1)} -> {len(v2)} bytes", flush=True)
     return {"work": str(work), "files": files}
@@ -105,42 +104,41 @@ def encode_all(work: Path, shared: Path, models, bound_exp: int | None = None) -
 def worker(job_path: str, decoder: str) -> int:
     job = json.loads(Path(job_path).read_text())
     import lvae_jax
-    from lvae_jax.codec import api, core
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec import core
+    from lvae_jax.codec.api import Codec
     from lvae_jax.entropy import hints
     from lvae_jax.image import load_rgb8, to_uint8
+    perturbation = None
     if decoder == "hook":
-        core.SCALE_PERTURBATION = hints.bound(hints.DEFAULT_BOUND_EXP)
-        core.LEVEL_PERTURBATION = hints.bound(hints.DEFAULT_BOUND_EXP)
+        b = hints.bound(hints.DEFAULT_BOUND_EXP)
+        perturbation = core.Perturbation(scale=b, level=b)
+    # What the decoder computes, observed through the decoding's own steps (a measurement tool
+    # may look inside): the scales it indexes, the symbols it decodes, the pixel levels it rounds.
     seen: list = []
     levels: list = []
-    real_m = core._perturbed_means
+    decoded: list = []
+    real_m, real_i, real_s = core._perturbed_means, core._Decoding._indexes, core._Decoding._string
 
-    def spy_m(mean, lv):
-        out = real_m(mean, lv)
+    def spy_m(mean, lv, delta):
+        out = real_m(mean, lv, delta)
         levels.append(np.asarray(out[1]))
         return out
-    core._perturbed_means = spy_m
-    decoded: list = []
-    real, real_h, real_r = core._perturbed, core._decode_hinted, core.decode_latent_robust
 
-    def spy(idx, scales, tables, which):
-        out = real(idx, scales, tables, which)
+    def spy_i(self, *a):
+        out = real_i(self, *a)
         seen.append(out[1])
         return out
 
-    def spy_h(*a, **k):
-        decoded.append(real_h(*a, **k))
+    def spy_s(self, *a):
+        decoded.append(real_s(self, *a))
         return decoded[-1]
-
-    def spy_r(*a, **k):
-        decoded.append(real_r(*a, **k))
-        return decoded[-1]
-    core._perturbed, core._decode_hinted, core.decode_latent_robust = spy, spy_h, spy_r
+    core._perturbed_means, core._Decoding._indexes, core._Decoding._string = spy_m, spy_i, spy_s
     work, codecs, rows = Path(job["work"]), {}, []
     for f in job["files"]:
         if f["dir"] not in codecs:
             codecs[f["dir"]] = Codec(lvae_jax.load_model(f["dir"]))
+            if perturbation is not None:
+                codecs[f["dir"]] = codecs[f["dir"]].with_perturbation(perturbation)
         codec = codecs[f["dir"]]
         enc_scales = list(np.load(work / f"{f['tag']}.scales.npz").values())
         enc_symbols = list(np.load(work / f"{f['tag']}.symbols.npz").values())
@@ -150,7 +148,7 @@ def worker(job_path: str, decoder: str) -> int:
             decoded.clear()
             levels.clear()
             try:
-                res = api.decompress(codec, (work / f"{f['tag']}.{v}").read_bytes())
+                res = codec.decompress_details((work / f"{f['tag']}.{v}").read_bytes())
                 exact = len(decoded) == len(enc_symbols) and all(
                     np.array_equal(a, b) for a, b in zip(decoded, enc_symbols))
                 if f["lossless"]:

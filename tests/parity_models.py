@@ -43,7 +43,7 @@ class Converted:
     @functools.cached_property
     def codec(self):
         """The codec of the model (QRes and QARV), built once."""
-        from lvae_jax.codec.core import Codec
+        from lvae_jax.codec.api import Codec
         return Codec(self.model)
 
     def fn(self, name):

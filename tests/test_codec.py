@@ -14,8 +14,9 @@ import pytest
 import lvae_jax
 from lvae_jax import image as imageio
 from lvae_jax.checkpoint.orbax_io import save_model
-from lvae_jax.codec import api, container
-from lvae_jax.codec.core import Codec, DecodeReport, decode_latent_robust
+from lvae_jax.codec import container, formats, rate_control
+from lvae_jax.codec.api import Codec
+from lvae_jax.codec.core import DecodeReport, decode_latent_robust
 from lvae_jax.entropy import coder
 from lvae_jax.entropy.coder import BitstreamError
 from lvae_jax.models.inference import InferenceModel
@@ -45,8 +46,8 @@ def test_round_trip_equals_eval_reconstruction(codecs):
     im = load("cat128.png")[:100, :90]
     for kind in ("qres", "qarv"):
         c = codecs[kind]
-        data = api.compress(c, im, _lmb(kind))
-        res = api.decompress(c, data)
+        data = c.compress(im, _lmb(kind))
+        res = c.decompress_details(data)
         assert res.image.shape == im.shape and res.fmt == "lvae"
         assert not res.report.flips and not res.report.at_risk, res.notes
         x = imageio.pad_to_multiple(imageio.to_float(im))[None]
@@ -59,25 +60,25 @@ def test_lossless_is_exact(codecs):
     c = codecs["lossless"]
     for name in ("rocket128.png", "face64-1.png"):
         im = load(name)[:70, :67]
-        res = api.decompress(c, api.compress(c, im))
+        res = c.decompress_details(c.compress(im))
         assert np.array_equal(imageio.to_uint8(res.image), im)
 
 
 def test_batch_encoding_gives_the_same_files(codecs):
     c = codecs["qarv"]
     ims = [load("coffee64.png"), load("face64-2.png"), load("rocket128.png")]
-    batch = api.compress_batch(c, ims, 300.0)
-    assert batch == [api.compress(c, im, 300.0) for im in ims]
+    batch = c.compress_batch(ims, 300.0)
+    assert batch == [c.compress(im, 300.0) for im in ims]
 
 
 def test_official_layouts_round_trip(codecs):
     im = load("coffee64.png")
     for kind in ("qres", "qarv", "lossless"):
         c = codecs[kind]
-        data = api.compress(c, im, _lmb(kind), fmt="official")
-        assert container.sniff(data) == ("qarv-official" if kind == "qarv" else "qres-official")
-        res = api.decompress(c, data)
-        ours = api.decompress(c, api.compress(c, im, _lmb(kind)))
+        data = c.compress(im, _lmb(kind), fmt="official")
+        assert formats.sniff(data) == ("qarv-official" if kind == "qarv" else "qres-official")
+        res = c.decompress_details(data)
+        ours = c.decompress_details(c.compress(im, _lmb(kind)))
         assert np.array_equal(res.image, ours.image)
 
 
@@ -87,63 +88,63 @@ def test_odd_sizes(codecs, size):
     rng = np.random.default_rng(0)
     im = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     c = codecs["qres"]
-    assert api.decompress(c, api.compress(c, im)).image.shape == im.shape
+    assert c.decompress(c.compress(im)).shape == im.shape
 
 
 def test_wrong_model_and_wrong_family_are_refused(codecs):
     im = load("coffee64.png")
-    data = api.compress(codecs["qres"], im)
+    data = codecs["qres"].compress(im)
     other = T.codec("qres", seed=7)
     with pytest.raises(BitstreamError, match="other weights or config"):
-        api.decompress(other, data)
+        other.decompress_details(data)
     with pytest.raises(BitstreamError):
-        api.decompress(codecs["qarv"], data)
+        codecs["qarv"].decompress_details(data)
     with pytest.raises(BitstreamError, match="QARV"):
-        api.decompress(codecs["qres"], api.compress(codecs["qarv"], im, 300.0, fmt="official"))
+        codecs["qres"].decompress_details(codecs["qarv"].compress(im, 300.0, fmt="official"))
 
 
 def test_lambda_is_explicit_and_checked(codecs):
     im = load("coffee64.png")
     with pytest.raises(ValueError, match="variable-rate"):
-        api.compress(codecs["qarv"], im)
+        codecs["qarv"].compress(im)
     with pytest.raises(ValueError, match="outside the range"):
-        api.compress(codecs["qarv"], im, 5000.0)
+        codecs["qarv"].compress(im, 5000.0)
     with pytest.raises(ValueError, match="fixed-rate"):
-        api.compress(codecs["qres"], im, 64.0)
+        codecs["qres"].compress(im, 64.0)
 
 
 def test_progressive_and_truncated_files(codecs):
     c = codecs["qarv"]
     im = load("rocket128.png")
-    data = api.compress(c, im, 300.0)
+    data = c.compress(im, 300.0)
     L = c.num_latents
-    full = api.decompress(c, data).image
-    assert np.array_equal(api.decompress(c, data, num_blocks=L).image, full)
-    zero = api.decompress(c, data, num_blocks=0).image
+    full = c.decompress(data)
+    assert np.array_equal(c.decompress(data, num_blocks=L), full)
+    zero = c.decompress(data, num_blocks=0)
     from lvae_jax import generative as G   # the generative decoder: another path to the prior mean
     prior = np.asarray(G.sample(c.model, None, 1, 2, 2, lmb=300.0, temperature=0.0))[0]
     assert np.abs(zero - prior).max() < 1e-5
-    hot = api.decompress(c, data, num_blocks=1, temperature=1.0, key=jax.random.key(3)).image
-    assert not np.array_equal(hot, api.decompress(c, data, num_blocks=1).image)
+    hot = c.decompress(data, num_blocks=1, temperature=1.0, key=jax.random.key(3))
+    assert not np.array_equal(hot, c.decompress(data, num_blocks=1))
     # A container cut inside latent block 2 decodes blocks 0-1 with --partial, and is refused without.
     h = container.read_header(data)
     cut = h.header_size + sum(h.chunk_lengths[:2]) + 3
     with pytest.raises(BitstreamError, match="truncated"):
-        api.decompress(c, data[:cut])
-    part = api.decompress(c, data[:cut], allow_partial=True)
-    assert part.blocks_decoded == 2 and np.array_equal(part.image, api.decompress(c, data, num_blocks=2).image)
+        c.decompress_details(data[:cut])
+    part = c.decompress_details(data[:cut], allow_partial=True)
+    assert part.blocks_decoded == 2 and np.array_equal(part.image, c.decompress(data, num_blocks=2))
 
 
 def test_corrupt_files_raise_clear_errors(codecs):
     c = codecs["qres"]
-    data = bytearray(api.compress(c, load("coffee64.png")))
+    data = bytearray(c.compress(load("coffee64.png")))
     for pos in (0, 10, len(data) // 2, len(data) - 1):
         bad = bytearray(data)
         bad[pos] ^= 0x40
         with pytest.raises(BitstreamError):
-            api.decompress(c, bytes(bad))
+            c.decompress_details(bytes(bad))
     with pytest.raises(BitstreamError):
-        api.decompress(c, b"garbage" * 10)
+        c.decompress_details(b"garbage" * 10)
 
 
 def test_index_flip_recovered_by_symbol_checksum():
@@ -164,35 +165,34 @@ def test_index_flip_recovered_by_symbol_checksum():
     sym = np.round(rng.normal(0, scales)).astype(np.int32)
     string = coder.encode(sym, idx_enc, t)
     rep = DecodeReport()
-    out = decode_latent_robust(string, idx_dec, scales, t, rep, "test", expected_crc=container.symbols_crc(sym))
+    out = decode_latent_robust(string, idx_dec, scales, t, rep, "test", expected_crc=coder.symbols_crc(sym))
     assert np.array_equal(out, sym) and rep.flips and rep.flips[0][1] == 1
     with pytest.raises(BitstreamError, match="not a cross-implementation"):
         far = scales.copy()
         far[j] = thr * 1.5
         decode_latent_robust(string, t.build_indexes(far), far, t, DecodeReport(), "test",
-                             expected_crc=container.symbols_crc(sym) ^ 1)
+                             expected_crc=coder.symbols_crc(sym) ^ 1)
 
 
 def test_rate_control(codecs):
     c = codecs["qarv"]
     im = load("astronaut256.png")
-    lo = len(api.compress(c, im, c.config.lmb_range[0]))
-    target = len(api.compress(c, im, 200.0))       # a size this model does make
-    res = api.compress_to_target(c, im, target_bytes=target)
+    lo = len(c.compress(im, c.config.lmb_range[0]))
+    target = len(c.compress(im, 200.0))       # a size this model does make
+    res = c.compress_to_target(im, target_bytes=target)
     assert res.within_tolerance, res.message
     assert 0.98 * target <= len(res.data) <= target and "% of the target" in res.message
-    assert len(api.compress(c, im, res.lmb)) == len(res.data)      # the λ it reports made it
-    out = api.compress_to_target(c, im, target_bytes=min(lo, target) // 2)
+    assert len(c.compress(im, res.lmb)) == len(res.data)      # the λ it reports made it
+    out = c.compress_to_target(im, target_bytes=min(lo, target) // 2)
     assert not out.within_tolerance and "below the smallest" in out.message
     assert len(out.data) == min(n for _, n in out.trials)
     with pytest.raises(ValueError, match="fixed-rate"):
-        api.compress_to_target(codecs["qres"], im, target_bytes=1000)
+        codecs["qres"].compress_to_target(im, target_bytes=1000)
 
 
-def test_rate_control_when_size_is_not_monotone_in_lambda(monkeypatch):
+def test_rate_control_when_size_is_not_monotone_in_lambda():
     """File size that first falls then rises with λ (as a real model can do at the low end):
     the search must still find the file under the target that a bisection from the ends misses."""
-    from types import SimpleNamespace
     lo, hi = math.log(16), math.log(2048)
 
     def size(lmb):                               # 4708 B at λ = 16, a dip to ~4550 B near λ = 30
@@ -200,18 +200,19 @@ def test_rate_control_when_size_is_not_monotone_in_lambda(monkeypatch):
         return int(4708 - 2400 * t + 9000 * t * t)
 
     calls = []
-    monkeypatch.setattr(api, "compress", lambda codec, im, lmb, fmt="lvae", tile=None, notes=None:
-                        calls.append(lmb) or b"x" * size(lmb))
-    fake = SimpleNamespace(config=SimpleNamespace(name="fake", variable_rate=True,
-                                                  lmb_range=(16.0, 2048.0)))
-    res = api.compress_to_target(fake, None, target_bytes=4700)
+
+    def compress(lmb):
+        calls.append(lmb)
+        return b"x" * size(lmb), []
+
+    res = rate_control.search(compress, (16.0, 2048.0), 4700)
     assert res.within_tolerance and 4606 <= len(res.data) <= 4700, res.message
     assert size(res.lmb) == len(res.data) and res.lmb > 16
     assert len(calls) <= 24
-    res = api.compress_to_target(fake, None, target_bytes=4000)     # below every file there is
+    res = rate_control.search(compress, (16.0, 2048.0), 4000)     # below every file there is
     assert not res.within_tolerance and "below the smallest file found" in res.message
     assert len(res.data) == min(size(l) for l in calls)
-    res = api.compress_to_target(fake, None, target_bytes=10 ** 6)
+    res = rate_control.search(compress, (16.0, 2048.0), 10 ** 6)
     assert not res.within_tolerance and "above the largest file found" in res.message
 
 
@@ -238,22 +239,20 @@ def test_cli_compress_decompress(codecs, tmp_path):
     assert r.returncode == 2 and "variable-rate" in r.stderr
 
 
-def test_official_files_warn_about_elements_at_risk(monkeypatch):
+def test_official_files_warn_about_elements_at_risk():
     """``compress(fmt="official")`` counts, in the encoder pass, the latent elements whose prior
     scale lies within the near-boundary band of a table threshold, and warns with the count; the
     decoder's own count (from its scales, in float64) agrees. The band is widened here (2 %) so
     that a tiny model has hundreds of such elements."""
-    from lvae_jax.codec import core
-    monkeypatch.setattr(core, "NEAR_BOUNDARY", 0.02)
-    c = Codec(T.model("qarv"))
+    c = Codec(T.model("qarv"), near_boundary=0.02)
     im = load("astronaut256.png")
     notes: list = []
-    data = api.compress(c, im, 300.0, fmt="official", notes=notes)
+    data = c.compress(im, 300.0, fmt="official", notes=notes)
     assert len(notes) == 1 and "silently wrong" in notes[0]
     n_enc = int(notes[0].split()[0])
-    res = api.decompress(c, data)
+    res = c.decompress_details(data)
     n_dec = sum(res.report.at_risk.values())
     assert n_enc > 50 and abs(n_enc - n_dec) <= max(2, n_dec // 50), (n_enc, n_dec)
     lvae_notes: list = []
-    api.compress(c, im, 300.0, notes=lvae_notes)
+    c.compress(im, 300.0, notes=lvae_notes)
     assert lvae_notes == []          # the container checks every symbol: nothing to warn about

@@ -32,21 +32,21 @@ def codec(request, parity_models):
 
 def official_strings(rec):
     """(latent strings, pixel string or None) of the recording."""
-    from lvae_jax.codec import formats
+    from lvae_jax.codec import official
     if "compress/bytes" in rec.arrays:
-        return list(formats.read_qarv_body(rec.arrays["compress/bytes"].tobytes()).strings), None
+        return list(official.read_qarv_body(rec.arrays["compress/bytes"].tobytes()).strings), None
     pix = rec.arrays["compress/pixels"].tobytes() if "compress/pixels" in rec.arrays else None
     return rec.qres_latent_strings(), pix
 
 
 def official_file(rec):
-    from lvae_jax.codec import formats
+    from lvae_jax.codec import official
     h, w = rec.image_nhwc().shape[1:3]
     if "compress/bytes" in rec.arrays:
-        return formats.write_qarv_file((h, w), rec.arrays["compress/bytes"].tobytes())
+        return official.write_qarv_file((h, w), rec.arrays["compress/bytes"].tobytes())
     lat, pix = official_strings(rec)
     fs = tuple(int(v) for v in rec.arrays["compress/feature_shape"])
-    return formats.write_qres_file([[s] for s in lat], fs, (h, w), None if pix is None else [pix])
+    return official.write_qres_file([[s] for s in lat], fs, (h, w), None if pix is None else [pix])
 
 
 def _ids(recs):
@@ -58,9 +58,10 @@ def test_bytes_match_the_official_bitstream(codec, rec):
     from lvae_jax.codec.engine import to_coder_order
     from lvae_jax.entropy import coder
     from lvae_jax.entropy.tables import boundary_distance
-    lt = codec.engine.latent_tables
-    enc = codec.engine.encode(rec.image_nhwc(), rec.lmb)
-    ours = codec.encode(rec.image_nhwc(), rec.lmb)[0]
+    coder_ = codec.coder
+    lt = coder_.latent_tables
+    enc = coder_.engine.encode(rec.image_nhwc(), rec.lmb)
+    ours = coder_.encode(rec.image_nhwc(), rec.lmb)[0]
     theirs, _ = official_strings(rec)
     assert len(ours.latents) == len(theirs) == len(rec.blocks("eval"))
     near_total = flipped_idx = flipped_sym = 0
@@ -90,8 +91,7 @@ def test_bytes_match_the_official_bitstream(codec, rec):
 
 @pytest.mark.parametrize("codec,rec", _ids(CODED), indirect=["codec"])
 def test_official_bytes_decode_to_the_official_output(codec, rec):
-    from lvae_jax.codec import api
-    res = api.decompress(codec, official_file(rec))
+    res = codec.decompress_details(official_file(rec))
     ref = rec.arrays["compress/decoded"][0].transpose(1, 2, 0)
     if not codec.model.lossless:
         assert np.abs(res.image - ref).max() <= 1e-4, "decoded image differs from the official decoding"

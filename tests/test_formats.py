@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvae_jax.codec import container as C, formats as F
+from lvae_jax.codec import container as C, formats as L, official as F
+from lvae_jax.codec.records import FileMeta
 from lvae_jax.entropy.coder import BitstreamError
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official_bitstreams.npz"
@@ -46,7 +47,7 @@ def test_official_qres_files(official):
         assert f.latent_grid == (1, 1) and len(f.latent_strings) == 12
         assert (f.pixel_strings is not None) == name.endswith("lossless")
         assert F.qres_to_bytes(f) == data
-        assert C.sniff(data) == C.QRES_OFFICIAL
+        assert L.sniff(data) == L.QRES_OFFICIAL
 
 
 def test_official_qarv_file(official):
@@ -56,7 +57,7 @@ def test_official_qarv_file(official):
     assert f.body.lmb == 2048.0  # the official default λ of qarv_base
     assert F.write_qarv_file(f.image_size, f.body) == data
     assert F.write_qarv_file(f.image_size, data[4:]) == data
-    assert C.sniff(data) == C.QARV_OFFICIAL
+    assert L.sniff(data) == L.QARV_OFFICIAL
 
 
 def test_recorded_official_bodies():
@@ -247,8 +248,7 @@ def _container(batch=1, lossless=False, lmb=256.0, n_latents=4, seed=0):
     rng = np.random.default_rng(seed)
     lat = [_strings(rng, batch) for _ in range(n_latents)]
     pix = _strings(rng, batch) if lossless else None
-    data = C.write_container(model_name="qarv_base", model_id=MID, lmb=lmb, image_size=(100, 130),
-                             stride=64, latent_strings=lat, pixel_strings=pix)
+    data = C.write_container(FileMeta("qarv_base", MID, lmb, (100, 130), 64), lat, pix)
     return data, lat, pix
 
 
@@ -263,13 +263,14 @@ def test_container_round_trip(batch, lossless, lmb):
     data, lat, pix = _container(batch, lossless, lmb)
     f = C.read_container(data)
     h = f.header
-    assert (h.model_name, h.model_id, h.lmb, h.image_size, h.batch, h.stride) == \
+    m = h.meta
+    assert (m.model_name, m.model_id, m.lmb, m.image_size, h.batch, m.stride) == \
         ("qarv_base", MID, lmb, (100, 130), batch, 64)
     assert h.latent_grid == (2, 3) and h.num_latents == 4 and h.lossless == lossless
     assert [list(x) for x in f.latent_strings] == lat
     assert (list(f.pixel_strings) if lossless else None) == pix
     assert h.total_size == len(data) and h.num_chunks == batch * (4 + lossless)
-    assert C.sniff(data) == C.LVAE
+    assert L.sniff(data) == L.LVAE
     p = C.read_partial(data)
     assert p.complete and p.missing == 0 and p.stop_reason is None and p.complete_latents == 4
 
@@ -403,8 +404,9 @@ def test_writer_validates(kwargs, match):
     args = dict(model_name="qres34m", model_id=MID, lmb=None, image_size=(64, 64), stride=64,
                 latent_strings=[[b"\0" * 8]], pixel_strings=None)
     args.update(kwargs)
+    meta = FileMeta(*(args[k] for k in ("model_name", "model_id", "lmb", "image_size", "stride")))
     with pytest.raises(ValueError, match=match):
-        C.write_container(**args)
+        C.write_container(meta, args["latent_strings"], args["pixel_strings"])
 
 
 def test_sniff_tells_formats_apart():
@@ -414,14 +416,14 @@ def test_sniff_tells_formats_apart():
     # A QARV file of height 1152 starts with 0x80 0x04 like a protocol-4 pickle, and one of
     # 22092×17729 pixels starts with b"LVAE": the full parse still tells them apart.
     assert F.write_qarv_file((1152, 150), body)[:2] == b"\x80\x04"
-    assert C.sniff(F.write_qarv_file((1152, 150), body)) == C.QARV_OFFICIAL
+    assert L.sniff(F.write_qarv_file((1152, 150), body)) == L.QARV_OFFICIAL
     huge = F.write_qarv_body(64, (346, 278), strings)
     looks_like_magic = F.write_qarv_file((0x564C, 0x4541), huge)
-    assert looks_like_magic[:4] == b"LVAE" and C.sniff(looks_like_magic) == C.QARV_OFFICIAL
+    assert looks_like_magic[:4] == b"LVAE" and L.sniff(looks_like_magic) == L.QARV_OFFICIAL
     qres = F.write_qres_file([strings[:1]], (1, 8, 1, 1), (64, 64))
-    assert C.sniff(qres) == C.QRES_OFFICIAL
+    assert L.sniff(qres) == L.QRES_OFFICIAL
     data, _, _ = _container()
-    assert C.sniff(data) == C.LVAE and C.sniff(data[: C.read_header(data).header_size]) == C.LVAE
+    assert L.sniff(data) == L.LVAE and L.sniff(data[: C.read_header(data).header_size]) == L.LVAE
     for junk in (b"", b"\x80\x04junk", b"LVAE" + bytes(100), rng.bytes(300)):
         with pytest.raises(BitstreamError, match="not a recognised bitstream"):
-            C.sniff(junk)
+            L.sniff(junk)

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lvae_jax.codec import container, formats
+from lvae_jax.codec import container, official
+from lvae_jax.codec.records import FileMeta
 from parity_support import REPO
 
 #: Peak RSS any refused input may cost a command (imports, JAX and the demo model included).
@@ -96,15 +97,15 @@ def hostile(tmp_path_factory, demo):
     config, mid = demo
     d = tmp_path_factory.mktemp("hostile")
     (d / "big.lvae").write_bytes(container.write_container(        # a few hundred bytes ...
-        model_name=config.name, model_id=mid, lmb=64.0, image_size=(16000, 16000),
-        stride=config.max_stride, latent_strings=[[b"\0" * 8]] * config.num_latents))
-    (d / "big16k.bits").write_bytes(formats.write_qarv_file(
-        (16000, 16000), formats.write_qarv_body(43.880043, (250, 250), [b"\0" * 8] * 4)))
-    (d / "big64k.bits").write_bytes(formats.write_qarv_file(
-        (65535, 65535), formats.write_qarv_body(43.880043, (1024, 1024), [b"\0" * 8] * 4)))
+        FileMeta(config.name, mid, 64.0, (16000, 16000), config.max_stride),
+        [[b"\0" * 8]] * config.num_latents))
+    (d / "big16k.bits").write_bytes(official.write_qarv_file(
+        (16000, 16000), official.write_qarv_body(43.880043, (250, 250), [b"\0" * 8] * 4)))
+    (d / "big64k.bits").write_bytes(official.write_qarv_file(
+        (65535, 65535), official.write_qarv_body(43.880043, (1024, 1024), [b"\0" * 8] * 4)))
     tile = container.write_container(
-        model_name=config.name, model_id=mid, lmb=64.0, image_size=(64, 64),
-        stride=config.max_stride, latent_strings=[[b"\0" * 8]] * config.num_latents)
+        FileMeta(config.name, mid, 64.0, (64, 64), config.max_stride),
+        [[b"\0" * 8]] * config.num_latents)
     (d / "big.lvat").write_bytes(_tiled((16000, 16000), (16000, 16000), [tile]))   # one huge tile
     (d / "many.lvat").write_bytes(_tiled((65535, 65535), (256, 256), [tile] * 4))   # 2^16 claimed
     big = 1 << 40                                # what the official pickle.dump would write

@@ -106,15 +106,14 @@ def inputs(tmp_path_factory):
     """A tiny random QARV model directory, an image and its bitstream (in their own directory)."""
     import lvae_jax
     from lvae_jax.checkpoint.orbax_io import save_model
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import Codec
+    from lvae_jax.codec import Codec
     import tiny_models
     d = tmp_path_factory.mktemp("inputs")
     model = lvae_jax.build_model(tiny_models.config("qarv"))
     save_model(model, d / "model")
     im = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(im).save(d / "a.png")
-    (d / "a.lvae").write_bytes(api.compress(Codec(model), im, 300.0))
+    (d / "a.lvae").write_bytes(Codec(model).compress(im, 300.0))
     return d
 
 

@@ -11,7 +11,7 @@ from flax import nnx
 import lvae_jax
 from lvae_jax.models import piecewise
 import tiny_models as T
-from lvae_jax.models.vae import direct
+from lvae_jax.models.runners import DIRECT
 
 
 def _tiny_qarv():
@@ -22,18 +22,18 @@ def _tiny_qarv():
 
 
 def _recording(pieces):
-    """An ``apply`` hook that records each block call and its executable's key (structure,
-    method, weight shapes, input shapes) before running it through ``pieces``."""
+    """A block runner that records each block call and its executable's key (structure, method,
+    weight shapes, input shapes) before running it through ``pieces``."""
     calls, keys = [], set()
 
-    def apply(block, method, *args):
+    def run(block, method, *args):
         g, state = pieces.split(block)
         calls.append(method)
         keys.add((g, method, tuple(x.shape for x in jax.tree.leaves(state)),
                   tuple(None if a is None else a.shape for a in args)))
         return pieces(block, method, *args)
 
-    return apply, calls, keys
+    return run, calls, keys
 
 
 def test_equal_blocks_share_one_executable():
@@ -41,8 +41,8 @@ def test_equal_blocks_share_one_executable():
     x = jnp.asarray(np.random.default_rng(0).random((1, 128, 64, 3), np.float32))
     emb = model.embed(jnp.full((1,), 64.0))
     pieces = piecewise.Piecewise(model)
-    apply, calls, keys = _recording(pieces)
-    model.encode(x, emb, apply=apply)
+    run, calls, keys = _recording(pieces)
+    model.encode(x, emb, run=run)
     assert len(keys) < len(calls)                 # the repeated blocks are the same key
     assert pieces.distinct() == len(keys)         # ... and compile once
 
@@ -55,8 +55,8 @@ def test_warm_compiles_everything_the_pass_needs():
     pieces = piecewise.Piecewise(model, workers=2)
 
     def run():
-        emb = model.embed(jnp.full((2,), 64.0), apply=pieces)
-        return model.encode(x, emb, apply=pieces)
+        emb = model.embed(jnp.full((2,), 64.0), run=pieces)
+        return model.encode(x, emb, run=pieces)
 
     n = pieces.warm(run)
     assert n == pieces.distinct() > 0
@@ -73,21 +73,21 @@ def test_piecewise_equals_the_traced_program():
     lmb = jnp.asarray([32.0, 1024.0])
     pieces = piecewise.Piecewise(model)
 
-    def top_down(model, x, lmb, apply):
-        emb = model.embed(lmb, apply=apply)
-        enc = model.encode(x, emb, apply=apply)
+    def top_down(model, x, lmb, run):
+        emb = model.embed(lmb, run=run)
+        enc = model.encode(x, emb, run=run)
         feature = model.initial_feature(2, 1, 2)
         outs = []
         for i in range(model.num_latents):
-            feature, pm, pv = model.prior_step(i, feature, emb, apply=apply)
-            qm, _ = model.posterior(i, feature, enc, emb, apply=apply)
+            feature, pm, pv = model.prior_step(i, feature, emb, run=run)
+            qm, _ = model.posterior(i, feature, enc, emb, run=run)
             z = jnp.round(qm - pm) + pm
             outs += [pm, pv, qm]
-            feature = model.fuse_step(i, feature, z, emb, apply=apply)
-        return outs + [model.tail(feature, emb, apply=apply)]
+            feature = model.fuse_step(i, feature, z, emb, run=run)
+        return outs + [model.tail(feature, emb, run=run)]
 
     graphdef, state = nnx.split(model)
-    whole = jax.jit(lambda st, x, lmb: top_down(nnx.merge(graphdef, st), x, lmb, direct))(
+    whole = jax.jit(lambda st, x, lmb: top_down(nnx.merge(graphdef, st), x, lmb, DIRECT))(
         state, x, lmb)
     split = top_down(model, x, lmb, pieces)
     assert len(whole) == len(split)

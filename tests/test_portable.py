@@ -1,7 +1,7 @@
 """Portable table indexes (container version 2): a file decodes bit-exactly on a decoder whose
 prior scales differ from the encoder's by up to the file's hint bound, and fails loudly beyond it.
 
-"Another device" is the test hook :data:`lvae_jax.codec.core.SCALE_PERTURBATION`: every prior
+"Another device" is :class:`lvae_jax.codec.core.Perturbation` (``Codec.with_perturbation``): every prior
 scale the decoder computes is perturbed by a deterministic relative error uniform in ±δ before
 its table index is taken. A wide bound (δ = 2⁻⁷) makes a tiny model flip hundreds of indexes, so
 that the hints are exercised, not just carried."""
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lvae_jax.codec import api, container, core
+from lvae_jax.codec import container
+from lvae_jax.codec.core import Perturbation
 from lvae_jax.entropy import hints
 from lvae_jax.entropy.coder import BitstreamError
 import tiny_models as T
@@ -77,48 +78,46 @@ def test_the_level_decoder_set_is_inside_the_encoder_set():
 
 
 @pytest.mark.parametrize("kind", ["qarv", "lossless"])
-def test_exact_at_the_bound_and_an_error_beyond(codecs, kind, monkeypatch):
+def test_exact_at_the_bound_and_an_error_beyond(codecs, kind):
     c = codecs[kind]
     im = load("astronaut256.png")
     lmb = 300.0 if kind == "qarv" else None
-    data = api.compress(c, im, lmb, hint_bound_exp=EXP)
+    data = c.compress(im, lmb, hint_bound_exp=EXP)
     h = container.read_header(data)
-    assert h.version == 2 and h.hint_bound_exp == EXP and h.hints
-    clean = api.decompress(c, data)
+    assert h.version == 2 and h.checks.hint_bound_exp == EXP and h.checks.hints
+    clean = c.decompress_details(data)
     assert not any("hints" in n for n in clean.notes)        # same floats: nothing to correct
-    monkeypatch.setattr(core, "SCALE_PERTURBATION", DELTA)
-    moved = api.decompress(c, data)
+    moved = c.with_perturbation(Perturbation(scale=DELTA)).decompress_details(data)
     assert sum(n for _, n in moved.report.hinted) > 20, moved.report.hinted
     assert np.array_equal(moved.image, clean.image)          # every symbol exact
     if kind == "lossless":
         from lvae_jax import image as imageio
         assert np.array_equal(imageio.to_uint8(moved.image), im)
-    monkeypatch.setattr(core, "SCALE_PERTURBATION", 8 * DELTA)
     with pytest.raises(BitstreamError, match="portable-index hints"):
-        api.decompress(c, data)
+        c.with_perturbation(Perturbation(scale=8 * DELTA)).decompress_details(data)
 
 
 def test_version_1_files_still_decode(codecs):
     c = codecs["qarv"]
     im = load("astronaut256.png")
-    v1 = api.compress(c, im, 300.0, hint_bound_exp=None)
-    v2 = api.compress(c, im, 300.0)
+    v1 = c.compress(im, 300.0, hint_bound_exp=None)
+    v2 = c.compress(im, 300.0)
     assert container.read_header(v1).version == 1 and container.read_header(v2).version == 2
-    assert np.array_equal(api.decompress(c, v1).image, api.decompress(c, v2).image)
+    assert np.array_equal(c.decompress(v1), c.decompress(v2))
     assert len(v2) > len(v1)
 
 
 def test_corrupt_hints_are_refused(codecs):
     c = codecs["qarv"]
-    data = bytearray(api.compress(c, load("astronaut256.png"), 300.0, hint_bound_exp=EXP))
+    data = bytearray(c.compress(load("astronaut256.png"), 300.0, hint_bound_exp=EXP))
     h = container.read_header(bytes(data))
-    at = h.header_size - 4 - len(h.hints)                    # the hint bytes, before the CRC
+    at = h.header_size - 4 - len(h.checks.hints)             # the hint bytes, before the CRC
     data[at + 3] ^= 0x01
     with pytest.raises(BitstreamError, match="CRC"):
-        api.decompress(c, bytes(data))
+        c.decompress_details(bytes(data))
 
 
-def test_lossless_is_exact_when_the_pixel_means_move(codecs, monkeypatch):
+def test_lossless_is_exact_when_the_pixel_means_move(codecs):
     """Lossless files carry the encoder's rounding of every pixel level near a half-integer: a
     decoder whose scales and pixel means both differ by up to the bound reproduces the input
     exactly (hundreds of levels corrected); beyond the bound it is an error, never a lossy
@@ -127,24 +126,19 @@ def test_lossless_is_exact_when_the_pixel_means_move(codecs, monkeypatch):
     c = codecs["lossless"]
     im = load("astronaut256.png")
     exp = hints.LEVEL_MIN_EXP
-    data = api.compress(c, im, hint_bound_exp=exp)
-    assert container.read_header(data).level_hints
-    monkeypatch.setattr(core, "SCALE_PERTURBATION", hints.bound(exp))
-    monkeypatch.setattr(core, "LEVEL_PERTURBATION", hints.bound(exp))
-    res = api.decompress(c, data)
+    data = c.compress(im, hint_bound_exp=exp)
+    assert container.read_header(data).checks.level_hints
+    res = c.with_perturbation(Perturbation(hints.bound(exp), hints.bound(exp))).decompress_details(data)
     from lvae_jax import image as imageio
     assert np.array_equal(imageio.to_uint8(res.image), im)
     corrected = dict(res.report.hinted).get("pixel levels", 0)
     assert corrected > 100, res.report.hinted
-    monkeypatch.setattr(core, "LEVEL_PERTURBATION", 8 * hints.bound(exp))
     with pytest.raises(BitstreamError, match="not lossless"):
-        api.decompress(c, data)
-    wide = api.compress(c, im, hint_bound_exp=EXP)            # 2^-7: no level hints
-    assert not container.read_header(wide).level_hints
-    monkeypatch.setattr(core, "SCALE_PERTURBATION", 0.0)
-    monkeypatch.setattr(core, "LEVEL_PERTURBATION", hints.bound(exp))
+        c.with_perturbation(Perturbation(hints.bound(exp), 8 * hints.bound(exp))).decompress_details(data)
+    wide = c.compress(im, hint_bound_exp=EXP)            # 2^-7: no level hints
+    assert not container.read_header(wide).checks.level_hints
     with pytest.raises(BitstreamError, match="not lossless"):
-        api.decompress(c, wide)
+        c.with_perturbation(Perturbation(0.0, hints.bound(exp))).decompress_details(wide)
 
 
 def test_lossless_files_check_the_decoded_image(codecs):
@@ -155,14 +149,15 @@ def test_lossless_files_check_the_decoded_image(codecs):
     import zlib
     c = codecs["lossless"]
     im = load("astronaut256.png")
-    data = api.compress(c, im)
+    data = c.compress(im)
     h = container.read_header(data)
-    assert h.image_crc is not None
+    checks = h.checks
+    assert checks.image_crc is not None
     # before the header CRC: image CRC, bound exponent, varint length, hints
-    at = h.header_size - 4 - len(h.hints) - len(hints._varint(len(h.hints))) - 1 - 4
-    assert struct.unpack_from("<I", data, at)[0] == h.image_crc
+    at = h.header_size - 4 - len(checks.hints) - len(hints.varint(len(checks.hints))) - 1 - 4
+    assert struct.unpack_from("<I", data, at)[0] == checks.image_crc
     head = bytearray(data[: h.header_size - 4])
-    struct.pack_into("<I", head, at, h.image_crc ^ 1)
+    struct.pack_into("<I", head, at, checks.image_crc ^ 1)
     forged = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[h.header_size:]
     with pytest.raises(BitstreamError, match="not lossless"):
-        api.decompress(c, forged)
+        c.decompress_details(forged)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lvae_jax import image as imageio
-from lvae_jax.codec import api, container, tiles
+from lvae_jax.codec import container, formats, tiles
 from lvae_jax.entropy.coder import BitstreamError
 from lvae_jax.limits import ResourceLimitError, activation_bytes, set_memory_limit
 import tiny_models as T
@@ -34,7 +34,7 @@ def test_each_tile_is_the_file_of_its_padded_tile(codecs):
     """Tile k of a tiled file is byte for byte the file ``compress`` writes for the tile's pixels
     padded by edge replication to the tile size; decoding the tiled file pastes those tiles."""
     c, im = codecs["qarv"], _image()
-    data = api.compress(c, im, 300.0, tile=64)
+    data = c.compress(im, 300.0, tile=64)
     hdr, parts = tiles.read_tiled(data)
     assert hdr.image_size == (150, 200) and hdr.tile_size == (64, 64) and hdr.grid == (3, 4)
     want = np.zeros(im.shape, np.float32)
@@ -42,29 +42,29 @@ def test_each_tile_is_the_file_of_its_padded_tile(codecs):
         t = tiles.padded_tile(im, hdr.tile_size, k)
         assert hdr.region(k) == tiles.tile_region(im.shape[:2], hdr.tile_size, k)
         assert t.shape == (64, 64, 3)
-        assert part == api.compress(c, t, 300.0)
+        assert part == c.compress(t, 300.0)
         rs, cs = hdr.region(k)
-        want[rs, cs] = api.decompress(c, part).image[: rs.stop - rs.start, : cs.stop - cs.start]
-    res = api.decompress(c, data)
+        want[rs, cs] = c.decompress(part)[: rs.stop - rs.start, : cs.stop - cs.start]
+    res = c.decompress_details(data)
     assert res.fmt == "lvae-tiled" and res.lmb == pytest.approx(300.0)
     assert np.array_equal(res.image, want)
-    assert container.sniff(data) == "lvae-tiled"
+    assert formats.sniff(data) == "lvae-tiled"
 
 
 def test_lossless_tiles_are_exact(codecs):
     c, im = codecs["lossless"], _image(100, 130)
-    data = api.compress(c, im, tile=64)
+    data = c.compress(im, tile=64)
     assert tiles.is_tiled(data)
-    assert np.array_equal(imageio.to_uint8(api.decompress(c, data).image), im)
+    assert np.array_equal(imageio.to_uint8(c.decompress(data)), im)
 
 
 def test_rectangular_tiles_and_no_tiling_when_one_tile_is_the_image(codecs):
     c = codecs["qarv"]
-    assert api.resolve_tile(c, (60, 300), 128) == (64, 128)    # no taller than the padded image
-    assert api.resolve_tile(c, (100, 100), 128) is None        # one tile: a plain file
-    assert not tiles.is_tiled(api.compress(c, _image(100, 100), 300.0, tile=128))
+    assert c.resolve_tile((60, 300), 128) == (64, 128)    # no taller than the padded image
+    assert c.resolve_tile((100, 100), 128) is None        # one tile: a plain file
+    assert not tiles.is_tiled(c.compress(_image(100, 100), 300.0, tile=128))
     with pytest.raises(ValueError, match="lvae format"):
-        api.compress(c, _image(), 300.0, fmt="official", tile=64)
+        c.compress(_image(), 300.0, fmt="official", tile=64)
 
 
 def test_auto_tiles_only_above_the_memory_budget(codecs):
@@ -95,11 +95,11 @@ def test_auto_tiling_through_compress(codecs):
     c, im = codecs["qarv"], _image()
     try:
         set_memory_limit(activation_bytes(c.config, 150, 200) - 1)
-        data = api.compress(c, im, 300.0, tile="auto")
+        data = c.compress(im, 300.0, tile="auto")
     finally:
         set_memory_limit(None)
     assert tiles.is_tiled(data)
-    assert not tiles.is_tiled(api.compress(c, im, 300.0, tile="auto"))
+    assert not tiles.is_tiled(c.compress(im, 300.0, tile="auto"))
 
 
 def _resign(data: bytes, **fields) -> bytes:
@@ -114,15 +114,15 @@ def _resign(data: bytes, **fields) -> bytes:
 
 def test_damaged_and_forged_tiled_files(codecs):
     c, im = codecs["qarv"], _image()
-    data = api.compress(c, im, 300.0, tile=64)
+    data = c.compress(im, 300.0, tile=64)
     hdr = tiles.read_tiled_header(data)
     for pos in (5, 20, hdr.header_size + 3, len(data) - 2):   # header, table, tile 0, last tile
         bad = bytearray(data)
         bad[pos] ^= 0x10
         with pytest.raises(BitstreamError):
-            api.decompress(c, bytes(bad))
+            c.decompress_details(bytes(bad))
     with pytest.raises(BitstreamError, match="after the last tile"):
-        api.decompress(c, data + b"\0" * 4)
+        c.decompress_details(data + b"\0" * 4)
     # forged sizes, re-signed: refused from the header, before anything of that size exists
     for fields, msg in (({"h": 70000}, "out of range"), ({"th": 8}, "tile size"),
                         ({"h": 300}, "needs"), ({"version": 9}, "version"),
@@ -134,14 +134,14 @@ def test_damaged_and_forged_tiled_files(codecs):
         try:
             set_memory_limit("1G")
             with pytest.raises((BitstreamError, ResourceLimitError), match=msg):
-                api.decompress(c, forged)
+                c.decompress_details(forged)
         finally:
             set_memory_limit(None)
     # a tile whose container claims another size than the tile
-    other = api.compress(c, _image(128, 128), 300.0)
+    other = c.compress(_image(128, 128), 300.0)
     swapped = [other] + tiles.read_tiled(data)[1][1:]
     with pytest.raises(BitstreamError, match="not a 64x64 tile"):
-        api.decompress(c, _unchecked_tiled((150, 200), (64, 64), swapped))
+        c.decompress_details(_unchecked_tiled((150, 200), (64, 64), swapped))
 
 
 def _unchecked_tiled(image_size, tile_size, parts) -> bytes:
@@ -155,13 +155,13 @@ def _unchecked_tiled(image_size, tile_size, parts) -> bytes:
 
 def test_truncated_tiled_file_decodes_what_it_holds_with_partial(codecs):
     c, im = codecs["qarv"], _image()
-    data = api.compress(c, im, 300.0, tile=64)
+    data = c.compress(im, 300.0, tile=64)
     hdr = tiles.read_tiled_header(data)
     cut = hdr.header_size + sum(hdr.tile_lengths[:5]) + 40        # inside tile 5
     with pytest.raises(BitstreamError, match="truncated"):
-        api.decompress(c, data[:cut])
-    full = api.decompress(c, data).image
-    part = api.decompress(c, data[:cut], allow_partial=True)
+        c.decompress_details(data[:cut])
+    full = c.decompress(data)
+    part = c.decompress_details(data[:cut], allow_partial=True)
     for k in range(5):                                            # complete tiles: exact
         rs, cs = hdr.region(k)
         assert np.array_equal(part.image[rs, cs], full[rs, cs])
@@ -184,7 +184,7 @@ def test_cli_tiles(codecs, tmp_path):
              "--original", src)
     assert r.returncode == 0, r.stderr
     assert "lvae-tiled" in r.stdout and "PSNR" in r.stdout
-    want = api.decompress(codecs["qarv"], (tmp_path / "a.lvae").read_bytes()).image
+    want = codecs["qarv"].decompress((tmp_path / "a.lvae").read_bytes())
     assert np.array_equal(imageio.load_rgb8(tmp_path / "a_out.png")[0], imageio.to_uint8(want))
     r = _cli("compress", src, tmp_path / "b.bits", "--ckpt", tmp_path / "m", "--lmb", "300",
              "--tile", "64", "--format", "official")

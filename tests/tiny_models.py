@@ -95,6 +95,6 @@ def model(kind: str, seed: int = 1):
 
 @functools.cache
 def codec(kind: str, seed: int = 1):
-    """The :class:`~lvae_jax.codec.core.Codec` of :func:`model` (once per process)."""
-    from lvae_jax.codec.core import Codec
+    """The :class:`~lvae_jax.codec.api.Codec` of :func:`model` (once per process)."""
+    from lvae_jax.codec.api import Codec
     return Codec(model(kind, seed))

@@ -1,47 +1,91 @@
-"""Compress and decompress images and files.
+"""The codec as a user meets it: images and files in, images and files out.
 
-    codec = Codec(lvae_jax.load_model("qarv_base_jax"))
-    data = compress(codec, image_u8, lmb=256)                 # bytes (lvae container)
-    data = compress(codec, image_u8, lmb=256, fmt="official")  # the official QARV/QRes layout
-    result = decompress(codec, data)                            # any of the three layouts
-    result.image                                                # (H, W, 3) float32 in [0, 1]
+    codec = lvae_jax.Codec(lvae_jax.get_model("qarv_base", pretrained=True))
+    data = codec.compress(image_u8, lmb=256)                 # bytes (the lvae container)
+    data = codec.compress(image_u8, lmb=256, fmt="official")  # the official QARV/QRes layout
+    image = codec.decompress(data)                            # (H, W, 3) float32 in [0, 1]
+    codec.compress_file("photo.png", "photo.lvae", lmb=256)   # the official method names
+    image = codec.decompress_file("photo.lvae")
 
 Images of any size are padded right/bottom by edge replication to multiples of 64 and cropped
-back, like the official code. ``decompress`` recognises the layout by itself, checks that a
-container was written by this very model (config + weights id), and can decode progressively from
-the first k latent blocks — also of a truncated container.
+back, like the official code. ``decompress`` recognises the layout by itself
+(:mod:`lvae_jax.codec.formats`), checks that a container was written by this very model (config +
+weights id), and can decode progressively from the first k latent blocks — also of a truncated
+container. Every decoded string is verified by re-encoding it (:mod:`lvae_jax.codec.core`).
 
-Decoding verifies every latent string by re-encoding it (a wrong table index — e.g. a prior scale
-that lands on the other side of a table boundary on another platform — or corruption of a file
-without checksums would otherwise decode silently into a wrong image). When verification fails
-and the latent has prior scales within float error of a table boundary, the decoder retries with
-those indexes flipped (see :func:`decode_latent_robust`) and reports it.
+The path of one compress: image -> pad -> :class:`~lvae_jax.codec.core.StringCoder` (the
+device pass of :mod:`~lvae_jax.codec.engine`, then the range coder: strings + checks) ->
+:func:`lvae_jax.codec.formats.write` (the layout) -> bytes. One decompress:
+:func:`lvae_jax.codec.formats.parse` -> :meth:`Codec.check_file` -> ``StringCoder.decode`` ->
+crop (tiled files: the same per tile, pasted).
 """
 
 from __future__ import annotations
 
-import math
+import copy
+import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+import jax
 import numpy as np
 
 from lvae_jax import image as imageio
-from lvae_jax.limits import check_image_size
-from lvae_jax.codec import container, formats, tiles
-from lvae_jax.codec.core import NEAR_BOUNDARY, Codec, DecodeReport, EncodedImage
-from lvae_jax.entropy import coder, hints
-from lvae_jax.entropy.coder import BitstreamError
+from lvae_jax import numerics
+from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
+from lvae_jax.codec import formats, rate_control, tiles
+from lvae_jax.codec.container import model_id as container_model_id
+from lvae_jax.codec.core import DecodeReport, Perturbation, StringCoder
+from lvae_jax.codec.records import EncodedImage, FileMeta
+from lvae_jax.entropy import hints
+from lvae_jax.entropy.coder import BitstreamError, as_bytes
+from lvae_jax.entropy.tables import NEAR_BOUNDARY
+from lvae_jax.files import atomic_write_bytes
+from lvae_jax.limits import check_image_size, read_bounded
 
-FORMATS = ("lvae", "official")
+#: Largest image side the container and the official layouts can record.
+MAX_CODED_SIDE = 65535
 
 
-# ------------------------------------------------------------------------------------------------
-# Compression
-# ------------------------------------------------------------------------------------------------
+@dataclass
+class DecodeResult:
+    """One decoded file. ``image``: (H, W, 3) float32 in [0, 1], cropped to the original size;
+    ``fmt``: its layout (:data:`lvae_jax.codec.formats.LAYOUTS`)."""
+    image: np.ndarray
+    fmt: str
+    blocks_decoded: int
+    total_blocks: int
+    lmb: float | None
+    seconds: float
+    notes: list
+    report: DecodeReport | None = None
 
 
-def _as_float_image(im) -> np.ndarray:
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: the first ``num_blocks`` latent blocks (None: all the file has), the others
+    from the prior at ``temperature`` (0: its mean; > 0 needs ``key``); ``allow_partial``: accept
+    a truncated container; ``verify``: re-encode and check every string (and recover index
+    flips)."""
+    num_blocks: int | None = None
+    temperature: float = 0.0
+    key: jax.Array | None = None
+    allow_partial: bool = False
+    verify: bool = True
+
+
+def official_risk_note(at_risk: int, near_boundary: float = NEAR_BOUNDARY) -> str:
+    """The warning for an official-layout file with ``at_risk`` elements near a table threshold."""
+    return (f"{at_risk} latent element(s) have a prior scale within {near_boundary:g} of a table "
+            "boundary: the official decoder (PyTorch, another float path) may pick the other table "
+            "there and decode this file silently wrong — the official layout has no checksum. The "
+            "lvae container (the default --format) checks every symbol and recovers such flips "
+            "(docs/cross_implementation.md)")
+
+
+def as_float_image(im) -> np.ndarray:
+    """An (H, W, 3) RGB image as float32 in [0, 1] (uint8 is divided by 255)."""
     a = np.asarray(im)
     if a.ndim != 3 or a.shape[-1] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {a.shape}")
@@ -53,386 +97,301 @@ def _as_float_image(im) -> np.ndarray:
     return a
 
 
-def official_risk_note(at_risk: int) -> str:
-    """The warning for an official-layout file with ``at_risk`` elements near a table threshold."""
-    return (f"{at_risk} latent element(s) have a prior scale within {NEAR_BOUNDARY:g} of a table "
-            "boundary: the official decoder (PyTorch, another float path) may pick the other table "
-            "there and decode this file silently wrong — the official layout has no checksum. The "
-            "lvae container (the default --format) checks every symbol and recovers such flips "
-            "(docs/cross_implementation.md)")
+class Codec:
+    """Compress images into files and decompress files into images with one model (QRes or
+    QARV; rd_model_base has no entropy coder).
 
+    ``near_boundary``, ``perturbation`` and ``precision`` are for tests and measurements (see
+    :class:`~lvae_jax.codec.core.StringCoder`); the defaults are what every file is written with.
+    """
 
-def compress_batch(codec: Codec, images, lmb=None, fmt: str = "lvae",
-                   notes: list | None = None,
-                   hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP) -> list[bytes]:
-    """Compress images (each (H, W, 3), uint8 or float in [0, 1]); images of one padded size go
-    through the device in one pass. Returns one file (bytes) per image. ``notes``: a list that
-    receives, per official-layout file with elements at risk, :func:`official_risk_note`.
-    ``hint_bound_exp``: lvae files carry portable-index hints for decoders whose prior scales
-    are within 2^-exp (relative) of this encoder's (:mod:`lvae_jax.entropy.hints`; None: a
-    version-1 file without hints)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}")
-    cfg = codec.config
-    s = cfg.max_stride
-    floats = [_as_float_image(im) for im in images]
-    for f in floats:
-        if max(f.shape[:2]) > 65535:
-            raise ValueError(f"image of {f.shape[0]}x{f.shape[1]}: sides above 65535 px are not supported")
-    out: list = [None] * len(floats)
-    groups: dict = {}
-    for i, f in enumerate(floats):
-        groups.setdefault(imageio.padded_size(f.shape[0], f.shape[1], s), []).append(i)
-    for idx in groups.values():
-        batch = np.stack([imageio.pad_to_multiple(floats[i], s) for i in idx])
+    def __init__(self, model, *, near_boundary: float = NEAR_BOUNDARY,
+                 perturbation: Perturbation | None = None,
+                 precision: str = numerics.CODEC_PRECISION):
+        self.coder = StringCoder(model, near_boundary=near_boundary, perturbation=perturbation,
+                                 precision=precision)
+        self.model, self.config = model, model.config
+
+    @property
+    def num_latents(self) -> int:
+        return self.coder.num_latents
+
+    def with_perturbation(self, perturbation: Perturbation) -> "Codec":
+        """This codec (the same compiled passes and model id) decoding as if "on another
+        device" (:class:`~lvae_jax.codec.core.Perturbation`): for tests and portability studies."""
+        other = copy.copy(self)
+        other.coder = self.coder.with_perturbation(perturbation)
+        return other
+
+    @functools.cached_property
+    def model_id(self) -> bytes:
+        """16-byte id of the model (config fingerprint + weights digest) that the container
+        records: computed once — from the digest a loaded model carries
+        (``model.weights_sha256``, verified when it was loaded), else by hashing the weights."""
+        digest = getattr(self.model, "weights_sha256", None) or weights_digest(flat_params(self.model))
+        return container_model_id(self.config.fingerprint(), digest)
+
+    # -- compression ----------------------------------------------------------------------------
+
+    def compress(self, image, lmb=None, *, fmt: str = "lvae", tile=None,
+                 hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP,
+                 notes: list | None = None) -> bytes:
+        """One (H, W, 3) image (uint8, or float in [0, 1]) -> one file's bytes.
+
+        ``lmb``: λ of a variable-rate model (None for QRes). ``fmt``: ``"lvae"`` or
+        ``"official"`` (:data:`lvae_jax.codec.formats.OUTPUT_FORMATS`). ``tile``: None codes the
+        image whole; ``"auto"`` tiles it only when it does not fit the memory budget
+        (:func:`lvae_jax.codec.tiles.choose_tile`); an int N codes it in N × N tiles (a tiled
+        file; the lvae format only). ``hint_bound_exp``: lvae files carry portable-index hints
+        for decoders whose prior scales are within 2^-exp (relative) of this encoder's
+        (:mod:`lvae_jax.entropy.hints`; None: a version-1 file without hints). ``notes``: a list
+        that receives, per official-layout file with elements at risk, :func:`official_risk_note`."""
+        size = tuple(np.shape(image)[:2])
+        tile_size = self.resolve_tile(size, tile)
+        if tile_size is None:
+            return self.compress_batch([image], lmb, fmt=fmt, hint_bound_exp=hint_bound_exp,
+                                       notes=notes)[0]
+        if fmt != "lvae":
+            raise ValueError("tiled files need the lvae format: the official layouts hold one whole "
+                             f"image ({size[1]}x{size[0]} would be coded in tiles of "
+                             f"{tile_size[1]}x{tile_size[0]})")
+        tiles.check_tiled(self.config, size, tile_size)
+        parts = []
+        for k in range(tiles.num_tiles(size, tile_size)):   # one tile at a time: one tile's memory
+            t = as_float_image(tiles.padded_tile(np.asarray(image), tile_size, k))
+            enc = self.coder.encode(t[None], lmb, hint_bound_exp=hint_bound_exp)[0]
+            parts.append(formats.write("lvae", self._meta(lmb, tile_size), enc, self.config))
+        return tiles.write_tiled(size, tile_size, parts)
+
+    def compress_batch(self, images, lmb=None, *, fmt: str = "lvae",
+                       hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP,
+                       notes: list | None = None) -> list[bytes]:
+        """Images (each (H, W, 3), uint8 or float in [0, 1]) -> one file each; images of one
+        padded size go through the device in one pass. Options as :meth:`compress`."""
+        if fmt not in formats.OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {formats.OUTPUT_FORMATS}")
+        s = self.config.max_stride
+        floats = [as_float_image(im) for im in images]
+        for f in floats:
+            if max(f.shape[:2]) > MAX_CODED_SIDE:
+                raise ValueError(f"image of {f.shape[0]}x{f.shape[1]}: sides above "
+                                 f"{MAX_CODED_SIDE} px are not supported")
+        out: list = [None] * len(floats)
+        groups: dict = {}
+        for i, f in enumerate(floats):
+            groups.setdefault(imageio.padded_size(f.shape[0], f.shape[1], s), []).append(i)
         hint_exp = hint_bound_exp if fmt == "lvae" else None
-        for i, enc in zip(idx, codec.encode(batch, lmb, hint_bound_exp=hint_exp)):
-            out[i] = _write(codec, enc, floats[i].shape[:2], lmb, fmt)
-            if fmt == "official" and enc.at_risk and notes is not None:
-                notes.append(official_risk_note(enc.at_risk))
-    return out
+        for idx in groups.values():
+            batch = np.stack([imageio.pad_to_multiple(floats[i], s) for i in idx])
+            for i, enc in zip(idx, self.coder.encode(batch, lmb, hint_bound_exp=hint_exp)):
+                out[i] = formats.write(fmt, self._meta(lmb, floats[i].shape[:2]), enc, self.config)
+                if fmt == "official" and enc.at_risk and notes is not None:
+                    notes.append(official_risk_note(enc.at_risk, self.coder.near_boundary))
+        return out
 
+    def compress_to_target(self, image, *, target_bytes: int, fmt: str = "lvae", tile=None,
+                           how: rate_control.Search = rate_control.Search()
+                           ) -> rate_control.RateControlResult:
+        """Variable-rate models: the file of at most ``target_bytes`` and within the tolerance of
+        it (:mod:`lvae_jax.codec.rate_control`)."""
+        if not self.config.variable_rate:
+            raise ValueError(f"{self.config.name} is fixed-rate: rate control needs a variable-rate "
+                             "model (qarv_base)")
 
-def compress(codec: Codec, image, lmb=None, fmt: str = "lvae", tile=None,
-             notes: list | None = None,
-             hint_bound_exp: int | None = hints.DEFAULT_BOUND_EXP) -> bytes:
-    """Compress one (H, W, 3) image (uint8, or float in [0, 1]) into one file's bytes.
+        def compress(lmb):
+            notes: list = []
+            return self.compress(image, lmb, fmt=fmt, tile=tile, notes=notes), notes
+        return rate_control.search(compress, self.config.lmb_range, target_bytes, how)
 
-    ``tile``: None codes the image whole; ``"auto"`` tiles it only when the whole image does not
-    fit the memory budget (:func:`lvae_jax.codec.tiles.choose_tile`); an int N codes it in N × N
-    tiles (a tiled file, :mod:`lvae_jax.codec.tiles`; the lvae format only). ``notes``,
-    ``hint_bound_exp``: see :func:`compress_batch`."""
-    size = tuple(np.shape(image)[:2])
-    tile_size = resolve_tile(codec, size, tile)
-    if tile_size is None:
-        return compress_batch(codec, [image], lmb, fmt, notes, hint_bound_exp)[0]
-    if fmt != "lvae":
-        raise ValueError("tiled files need the lvae format: the official layouts hold one whole "
-                         f"image ({size[1]}x{size[0]} would be coded in tiles of "
-                         f"{tile_size[1]}x{tile_size[0]})")
-    tiles.check_tiled(codec.config, size, tile_size)
-    n = tiles.num_tiles(size, tile_size)
-    out = []
-    for k in range(n):   # one tile at a time: memory for one tile's activations
-        t = _as_float_image(tiles.padded_tile(np.asarray(image), tile_size, k))
-        enc = codec.encode(t[None], lmb, hint_bound_exp=hint_bound_exp)[0]
-        out.append(_write(codec, enc, tile_size, lmb, "lvae"))
-    return tiles.write_tiled(size, tile_size, out)
+    def resolve_tile(self, image_size, tile) -> tuple[int, int] | None:
+        """The tile size :meth:`compress` uses for ``tile`` (None, ``"auto"`` or pixels) on an
+        image of ``image_size`` = (H, W): None for a whole-image file."""
+        if tile is None:
+            return None
+        if tile == "auto":
+            return tiles.choose_tile(self.config, image_size)
+        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+            raise ValueError(f"tile must be None, 'auto' or a number of pixels, got {tile!r}")
+        s = self.config.max_stride
+        size = tiles.tile_size_for(image_size, int(tile), s)
+        return None if size == imageio.padded_size(*image_size, s) else size
 
+    def _meta(self, lmb, image_size) -> FileMeta:
+        return FileMeta(self.config.name, self.model_id, None if lmb is None else float(lmb),
+                        tuple(int(v) for v in image_size), self.config.max_stride)
 
-def resolve_tile(codec: Codec, image_size, tile) -> tuple[int, int] | None:
-    """The tile size ``compress`` uses for ``tile`` (None, ``"auto"`` or pixels) on an image of
-    ``image_size`` = (H, W): None for a whole-image file."""
-    if tile is None:
-        return None
-    if tile == "auto":
-        return tiles.choose_tile(codec.config, image_size)
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
-        raise ValueError(f"tile must be None, 'auto' or a number of pixels, got {tile!r}")
-    size = tiles.tile_size_for(image_size, int(tile), codec.config.max_stride)
-    return None if size == imageio.padded_size(*image_size, codec.config.max_stride) else size
+    # -- decompression --------------------------------------------------------------------------
 
+    def decompress(self, data, **options) -> np.ndarray:
+        """A file's bytes (any layout) -> the image, (H, W, 3) float32 in [0, 1]. ``options``:
+        the fields of :class:`DecodeOptions` (``num_blocks``, ``temperature``, ``key``,
+        ``allow_partial``, ``verify``)."""
+        return self.decompress_details(data, **options).image
 
-def _write(codec: Codec, enc: EncodedImage, image_size, lmb, fmt: str) -> bytes:
-    cfg = codec.config
-    if fmt == "lvae":
-        return container.write_container(
-            model_name=cfg.name, model_id=codec.model_id,
-            lmb=None if lmb is None else float(lmb), image_size=tuple(image_size), stride=cfg.max_stride,
-            latent_strings=[[s] for s in enc.latents],
-            pixel_strings=None if enc.pixels is None else [enc.pixels], symbol_crcs=enc.symbol_crcs,
-            hints=enc.hints, hint_bound_exp=enc.hint_bound_exp,
-            image_crc=enc.image_crc if enc.hints is not None else None,
-            level_hints=enc.level_hints)
-    if cfg.family == "qarv":
-        body = formats.write_qarv_body(lmb, enc.grid, enc.latents)
-        return formats.write_qarv_file(tuple(image_size), body)
-    width = cfg.dec_blocks[0].width
-    return formats.write_qres_file([[s] for s in enc.latents], (1, width, *enc.grid), tuple(image_size),
-                                   pixel_strings=None if enc.pixels is None else [enc.pixels])
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading any of the three layouts
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ParsedFile:
-    """A file in any layout, reduced to what decoding needs (one image)."""
-    fmt: str                      # "lvae" | "qres-official" | "qarv-official"
-    image_size: tuple
-    grid: tuple
-    lmb: float | None
-    latents: list                 # strings of the latents present (all, or a prefix if truncated)
-    pixels: bytes | None
-    model_name: str | None = None
-    model_id: bytes | None = None
-    total_latents: int | None = None
-    notes: list = field(default_factory=list)
-    symbol_crcs: list | None = None
-    lossless: bool = False
-    hints: bytes | None = None
-    hint_bound_exp: int | None = None
-    image_crc: int | None = None
-    level_hints: bool = False
-
-    def encoded(self) -> EncodedImage:
-        """What :meth:`Codec.decode` takes: the strings and every check the file carries."""
-        return EncodedImage(self.latents, self.pixels, tuple(self.grid), self.symbol_crcs,
-                            hints=self.hints, hint_bound_exp=self.hint_bound_exp,
-                            image_crc=self.image_crc, level_hints=self.level_hints)
-
-
-def parse(data: bytes, allow_partial: bool = False) -> ParsedFile:
-    """Recognise and parse a file; raises :class:`BitstreamError` with a clear message."""
-    data = formats.as_bytes(data)
-    kind, official = ((container.detect(data)) if not (allow_partial and data[:4] == container.MAGIC)
-                      else ("lvae", None))
-    if kind == "lvae":
-        if allow_partial:
-            part = container.read_partial(data)
-            h = part.header
-            strings = [s[0] for s in part.latent_strings]
-            pixels = part.chunks[h.pixel_chunk_index(0)] if (h.lossless and part.complete) else None
-            notes = [] if part.complete else [f"file incomplete: {part.stop_reason}"]
+    def decompress_details(self, data, **options) -> DecodeResult:
+        """:meth:`decompress` with everything the decode has to say (:class:`DecodeResult`)."""
+        opts = DecodeOptions(**options)
+        t0 = time.perf_counter()
+        data = as_bytes(data)
+        if tiles.is_tiled(data):
+            res = self._decompress_tiled(data, opts)
         else:
-            f = container.read_container(data)
-            h = f.header
-            strings = [s[0] for s in f.latent_strings]
-            pixels = f.pixel_strings[0] if f.pixel_strings else None
-            notes = []
-        if h.batch != 1:
-            raise BitstreamError(f"this file holds {h.batch} images; lvae-jax writes one image per file")
-        crcs = list(h.symbol_crcs) if h.symbol_crcs is not None else None
-        return ParsedFile("lvae", h.image_size, h.latent_grid, h.lmb, strings, pixels,
-                          h.model_name, h.model_id, h.num_latents, notes, crcs, h.lossless,
-                          h.hints, h.hint_bound_exp, h.image_crc, h.level_hints)
-    if kind == container.LVAE_TILED:
-        raise BitstreamError("a tiled file: decode it with decompress (it holds one file per tile)")
-    if kind == "qres-official":
-        f = official                    # parsed once, by the detection
-        if f.batch != 1:
-            raise BitstreamError(f"official QRes file with a batch of {f.batch} images; only single images are supported")
-        return ParsedFile(kind, f.image_size, f.latent_grid, None, [s[0] for s in f.latent_strings],
-                          f.pixel_strings[0] if f.pixel_strings else None, total_latents=len(f.latent_strings),
-                          notes=["official QRes file: no checksums; decoded strings are verified by re-encoding"],
-                          lossless=f.pixel_strings is not None)
-    f = official
-    return ParsedFile(kind, f.image_size, f.body.latent_grid, f.body.lmb, list(f.body.strings), None,
-                      total_latents=len(f.body.strings),
-                      notes=["official QARV file: no checksums; decoded strings are verified by re-encoding"])
+            res = self._decompress_one(formats.parse(data, allow_partial=opts.allow_partial), opts)
+        res.seconds = time.perf_counter() - t0
+        return res
 
+    def decompress_batch(self, files) -> tuple[list[np.ndarray], list[formats.ParsedFile], list[str]]:
+        """Files of one padded image size and one λ, decoded in one batched device pass (the
+        same parsing, model check and verified decoding as :meth:`decompress`). -> (the images,
+        cropped to their sizes, float32 [0, 1]; the parsed files; the decoder's notes)."""
+        parsed = [formats.parse(d) for d in files]
+        for p in parsed:
+            self.check_file(p)
+        if len({tuple(p.encoded.grid) for p in parsed}) != 1 or len({p.meta.lmb for p in parsed}) != 1:
+            raise ValueError("decompress_batch: files of one latent grid and one λ only")
+        report = DecodeReport(near_boundary=self.coder.near_boundary)
+        out = self.coder.decode([p.encoded for p in parsed], parsed[0].meta.lmb, report=report)
+        images = [x[:p.meta.image_size[0], :p.meta.image_size[1]] for x, p in zip(out, parsed)]
+        return images, parsed, report.notes()
 
-def check_model(codec: Codec, p: ParsedFile):
-    """Refuse a file that was not written by (a model compatible with) this codec's model."""
-    cfg = codec.config
-    if p.fmt == "lvae":
-        if p.model_id != codec.model_id:
-            raise BitstreamError(
-                f"this file was written by model {p.model_name!r} with other weights or config "
-                f"(id {p.model_id.hex()}), not by the loaded {cfg.name!r} (id {codec.model_id.hex()})")
-    elif p.fmt == "qarv-official" and cfg.family != "qarv":
-        raise BitstreamError(f"an official QARV file cannot be decoded with {cfg.name} ({cfg.family})")
-    elif p.fmt == "qres-official" and cfg.family != "qres":
-        raise BitstreamError(f"an official QRes file cannot be decoded with {cfg.name} ({cfg.family})")
-    if p.total_latents is not None and p.total_latents != codec.num_latents:
-        raise BitstreamError(f"the file has {p.total_latents} latent blocks, {cfg.name} has "
-                             f"{codec.num_latents} (wrong model?)")
-    if p.lossless != codec.model.lossless:
-        raise BitstreamError(f"a {'lossless' if p.lossless else 'lossy'} file cannot be decoded with "
-                             f"{'lossless' if codec.model.lossless else 'lossy'} {cfg.name}")
-    h, w = p.image_size
-    if imageio.padded_size(h, w, cfg.max_stride) != (p.grid[0] * cfg.max_stride, p.grid[1] * cfg.max_stride):
-        raise BitstreamError(f"image size {h}x{w} does not match the latent grid {p.grid}")
+    def check_file(self, p: formats.ParsedFile) -> None:
+        """Refuse a file that was not written by (a model compatible with) this codec's model."""
+        cfg = self.config
+        if p.layout == formats.LVAE:
+            if p.meta.model_id != self.model_id:
+                raise BitstreamError(
+                    f"this file was written by model {p.meta.model_name!r} with other weights or "
+                    f"config (id {p.meta.model_id.hex()}), not by the loaded {cfg.name!r} "
+                    f"(id {self.model_id.hex()})")
+        elif p.layout != formats.OFFICIAL_LAYOUT.get(cfg.family):
+            family = "QARV" if p.layout == formats.QARV_OFFICIAL else "QRes"
+            raise BitstreamError(f"an official {family} file cannot be decoded with {cfg.name} "
+                                 f"({cfg.family})")
+        if p.total_latents != self.num_latents:
+            raise BitstreamError(f"the file has {p.total_latents} latent blocks, {cfg.name} has "
+                                 f"{self.num_latents} (wrong model?)")
+        if p.lossless != self.model.lossless:
+            raise BitstreamError(f"a {'lossless' if p.lossless else 'lossy'} file cannot be decoded "
+                                 f"with {'lossless' if self.model.lossless else 'lossy'} {cfg.name}")
+        h, w = p.meta.image_size
+        s = cfg.max_stride
+        if imageio.padded_size(h, w, s) != (p.encoded.grid[0] * s, p.encoded.grid[1] * s):
+            raise BitstreamError(f"image size {h}x{w} does not match the latent grid {p.encoded.grid}")
 
+    def _decompress_one(self, p: formats.ParsedFile, opts: DecodeOptions) -> DecodeResult:
+        self.check_file(p)
+        check_image_size(self.config, *p.meta.image_size, what="bitstream")  # before any allocation
+        n = len(p.encoded.latents)
+        k = n if opts.num_blocks is None else min(opts.num_blocks, n)
+        notes = list(p.notes)
+        if k < self.num_latents:
+            notes.append(f"decoded {k} of {self.num_latents} latent blocks; the rest "
+                         + ("at the prior mean" if opts.temperature == 0 else
+                            f"sampled at temperature {opts.temperature:g}"))
+        report = DecodeReport(near_boundary=self.coder.near_boundary)
+        img = self.coder.decode([p.encoded], p.meta.lmb, num_blocks=k, temperature=opts.temperature,
+                                key=opts.key, verify=opts.verify, robust=opts.verify,
+                                report=report)[0]
+        h, w = p.meta.image_size
+        return DecodeResult(img[:h, :w], p.layout, k, self.num_latents, p.meta.lmb, 0.0,
+                            notes + report.notes(), report)
 
-# ------------------------------------------------------------------------------------------------
-# Decompression
-# ------------------------------------------------------------------------------------------------
+    def _decompress_tiled(self, data: bytes, opts: DecodeOptions) -> DecodeResult:
+        """Decode a tiled file tile by tile into the whole image (memory: one tile + the image)."""
+        hdr = tiles.read_tiled_header(data)
+        tiles.check_tiled(self.config, hdr.image_size, hdr.tile_size, what="bitstream")
+        if len(data) > hdr.total_size:
+            raise BitstreamError(f"lvae tiled file: {len(data) - hdr.total_size} bytes after the "
+                                 "last tile (extended or corrupt)")
+        if len(data) < hdr.total_size and not opts.allow_partial:
+            raise BitstreamError(f"lvae tiled file: {len(data)} bytes, the header announces "
+                                 f"{hdr.total_size} (truncated; --partial decodes what it holds)")
+        h, w = hdr.image_size
+        out = np.empty((h, w, 3), np.float32)
+        state = _TiledDecode(self.num_latents, DecodeReport(near_boundary=self.coder.near_boundary))
+        for k, payload, problem in tiles.iter_tiles(data, hdr, opts.allow_partial):
+            img = self._decode_tile(k, payload, problem, hdr, opts, state)
+            rs, cs = hdr.region(k)
+            out[rs, cs] = img[: rs.stop - rs.start, : cs.stop - cs.start]
+        rows, cols = hdr.grid
+        state.notes.insert(0, f"tiled file: {rows}×{cols} tiles of {hdr.tile_size[1]}x"
+                              f"{hdr.tile_size[0]}")
+        return DecodeResult(out, formats.LVAE_TILED, state.blocks, self.num_latents, state.lmb,
+                            0.0, state.notes, state.report)
 
-
-@dataclass
-class DecodeResult:
-    image: np.ndarray              # (H, W, 3) float32 in [0, 1], cropped to the original size
-    fmt: str
-    blocks_decoded: int
-    total_blocks: int
-    lmb: float | None
-    seconds: float
-    notes: list
-    report: DecodeReport | None = None
-
-
-def decompress(codec: Codec, data: bytes, *, num_blocks: int | None = None, temperature: float = 0.0,
-               key=None, allow_partial: bool = False, verify: bool = True) -> DecodeResult:
-    """Decode a file of any layout. ``num_blocks``: decode only the first k latent blocks
-    (progressive); missing ones are the prior mean (``temperature`` 0) or sampled with ``key``.
-    ``allow_partial``: accept a truncated container and decode the latents it still has."""
-    t0 = time.perf_counter()
-    if tiles.is_tiled(data):
-        return _decompress_tiled(codec, data, t0, num_blocks=num_blocks, temperature=temperature,
-                                 key=key, allow_partial=allow_partial, verify=verify)
-    p = parse(data, allow_partial=allow_partial)
-    check_model(codec, p)
-    check_image_size(codec.config, *p.image_size, what="bitstream")   # before any allocation
-    k = len(p.latents) if num_blocks is None else min(num_blocks, len(p.latents))
-    notes = list(p.notes)
-    if k < codec.num_latents:
-        notes.append(f"decoded {k} of {codec.num_latents} latent blocks; the rest "
-                     + ("at the prior mean" if temperature == 0 else f"sampled at temperature {temperature:g}"))
-    item = p.encoded()
-    report = DecodeReport()
-    img = codec.decode([item], p.lmb, num_blocks=k, temperature=temperature, key=key,
-                       verify=verify, robust=verify, report=report)[0]
-    notes += report.notes()
-    h, w = p.image_size
-    return DecodeResult(img[:h, :w], p.fmt, k, codec.num_latents, p.lmb, time.perf_counter() - t0, notes, report)
-
-
-def _decompress_tiled(codec: Codec, data, t0, *, num_blocks, temperature, key, allow_partial,
-                      verify) -> DecodeResult:
-    """Decode a tiled file tile by tile into the whole image (memory: one tile + the image)."""
-    import jax
-    data = formats.as_bytes(data)
-    hdr = tiles.read_tiled_header(data)
-    h, w = hdr.image_size
-    tiles.check_tiled(codec.config, hdr.image_size, hdr.tile_size, what="bitstream")
-    if len(data) > hdr.total_size:
-        raise BitstreamError(f"lvae tiled file: {len(data) - hdr.total_size} bytes after the last "
-                             "tile (extended or corrupt)")
-    if len(data) < hdr.total_size and not allow_partial:
-        raise BitstreamError(f"lvae tiled file: {len(data)} bytes, the header announces "
-                             f"{hdr.total_size} (truncated; --partial decodes what it holds)")
-    out = np.empty((h, w, 3), np.float32)
-    notes, lmb, blocks, report = [], None, codec.num_latents, DecodeReport()
-    for k, payload, problem in tiles.iter_tiles(data, hdr, allow_partial):
-        tkey = None if key is None else jax.random.fold_in(key, k)
+    def _decode_tile(self, k: int, payload, problem, hdr, opts: DecodeOptions, state) -> np.ndarray:
+        """Tile ``k`` of a tiled file (an lvae container of one full tile), or the prior alone
+        when the file no longer holds it."""
+        key = None if opts.key is None else jax.random.fold_in(opts.key, k)
         res = None
         if payload is not None:
             try:
-                inner = container.read_header(payload)   # an lvae container of one full tile
-                if inner.image_size != hdr.tile_size:
-                    raise BitstreamError(f"lvae tiled file: tile {k} holds a {inner.image_size[1]}x"
-                                         f"{inner.image_size[0]} image, not a {hdr.tile_size[1]}x"
-                                         f"{hdr.tile_size[0]} tile (corrupt)")
-                res = decompress(codec, payload, num_blocks=num_blocks, temperature=temperature,
-                                 key=tkey, allow_partial=problem is not None, verify=verify)
+                res = self._decode_tile_file(k, payload, hdr, opts, key, partial=problem is not None)
             except BitstreamError:
                 if problem is None:
                     raise
-                payload = None       # not even the tile's header survived
-        if payload is None:          # a tile the file no longer holds: the prior alone
-            if lmb is None and codec.config.variable_rate:
-                raise BitstreamError(f"tile {k} is missing and no earlier tile gives λ")
-            s = codec.config.max_stride
-            item = EncodedImage([], None, (hdr.tile_size[0] // s, hdr.tile_size[1] // s))
-            img = codec.decode([item], lmb, num_blocks=0, temperature=temperature, key=tkey,
-                               verify=False, robust=False)[0]
-            res_blocks, res_lmb = 0, lmb
+                payload = None                     # not even the tile's header survived
+        if payload is None:
+            img, blocks, lmb = self._prior_tile(k, hdr, opts, key, state.lmb), 0, state.lmb
         else:
-            if lmb is not None and res.lmb != lmb:
+            if state.lmb is not None and res.lmb != state.lmb:
                 raise BitstreamError(f"lvae tiled file: tile {k} has λ = {res.lmb:g}, tile 0 "
-                                     f"λ = {lmb:g} (corrupt)")
-            img, res_blocks, res_lmb = res.image, res.blocks_decoded, res.lmb
-            notes += [f"tile {k}: {n}" for n in res.notes]
-            if res.report is not None:
-                report.flips += res.report.flips
-                for s_, n_ in res.report.at_risk.items():
-                    report.at_risk[f"tile {k} {s_}"] = n_
+                                     f"λ = {state.lmb:g} (corrupt)")
+            img, blocks, lmb = res.image, res.blocks_decoded, res.lmb
+            state.notes += [f"tile {k}: {n}" for n in res.notes]
+            state.report.merge(res.report, f"tile {k}")
         if problem is not None:
-            notes.append(f"tile {k}: {problem}; " + ("decoded from the prior alone" if payload is None
-                                                      else "decoded from the latent blocks it holds"))
-        lmb = res_lmb if lmb is None else lmb
-        blocks = min(blocks, res_blocks)
-        rs, cs = hdr.region(k)
-        out[rs, cs] = img[: rs.stop - rs.start, : cs.stop - cs.start]
-    rows, cols = hdr.grid
-    notes.insert(0, f"tiled file: {rows}×{cols} tiles of {hdr.tile_size[1]}x{hdr.tile_size[0]}")
-    return DecodeResult(out, "lvae-tiled", blocks, codec.num_latents, lmb,
-                        time.perf_counter() - t0, notes, report)
+            state.notes.append(f"tile {k}: {problem}; " + ("decoded from the prior alone" if payload
+                                                         is None else "decoded from the latent "
+                                                         "blocks it holds"))
+        state.lmb = lmb if state.lmb is None else state.lmb
+        state.blocks = min(state.blocks, blocks)
+        return img
 
+    def _decode_tile_file(self, k, payload, hdr, opts, key, partial: bool) -> DecodeResult:
+        parsed = formats.parse(payload, allow_partial=partial)
+        if parsed.layout != formats.LVAE:
+            raise BitstreamError(f"lvae tiled file: tile {k} is not an lvae container (corrupt)")
+        if parsed.meta.image_size != hdr.tile_size:
+            size = parsed.meta.image_size
+            raise BitstreamError(f"lvae tiled file: tile {k} holds a {size[1]}x{size[0]} image, "
+                                 f"not a {hdr.tile_size[1]}x{hdr.tile_size[0]} tile (corrupt)")
+        tile_opts = DecodeOptions(opts.num_blocks, opts.temperature, key, partial, opts.verify)
+        return self._decompress_one(parsed, tile_opts)
 
-# ------------------------------------------------------------------------------------------------
-# Rate control
-# ------------------------------------------------------------------------------------------------
+    def _prior_tile(self, k, hdr, opts: DecodeOptions, key, lmb) -> np.ndarray:
+        if lmb is None and self.config.variable_rate:
+            raise BitstreamError(f"tile {k} is missing and no earlier tile gives λ")
+        s = self.config.max_stride
+        item = EncodedImage([], None, (hdr.tile_size[0] // s, hdr.tile_size[1] // s))
+        return self.coder.decode([item], lmb, num_blocks=0, temperature=opts.temperature, key=key,
+                                 verify=False, robust=False)[0]
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def compress_file(self, src, dst, lmb=None, **options) -> Path:
+        """Compress the image file ``src`` (any format Pillow reads) into the file ``dst``
+        (written atomically); ``options`` as :meth:`compress`. -> ``dst``."""
+        im, _ = imageio.load_rgb8(src)
+        return atomic_write_bytes(dst, self.compress(im, lmb, **options))
+
+    def decompress_file(self, src, dst=None, **options) -> np.ndarray:
+        """Decompress the file ``src``; -> the image, (H, W, 3) float32 in [0, 1], also written
+        as a PNG to ``dst`` when given. ``options`` as :meth:`decompress`."""
+        image = self.decompress(read_bounded(src, what="bitstream"), **options)
+        if dst is not None:
+            imageio.save_png(dst, image)
+        return image
 
 
 @dataclass
-class RateControlResult:
-    data: bytes
-    lmb: float
-    trials: list                   # (λ, bytes) per trial
-    within_tolerance: bool
-    message: str
-    notes: list = field(default_factory=list)   # of the chosen file (see compress_batch)
+class _TiledDecode:
+    """What a tiled decode has gathered so far: λ (from the first tile that gives it), the
+    fewest latent blocks any tile decoded, notes and the merged report."""
+    blocks: int
+    report: DecodeReport
+    lmb: float | None = None
+    notes: list = None
 
-
-def compress_to_target(codec: Codec, image, *, target_bytes: int, fmt: str = "lvae",
-                       tolerance: float = 0.02, max_iter: int = 24, grid: int = 9,
-                       tile=None) -> RateControlResult:
-    """Variable-rate models: the file of at most ``target_bytes`` and within ``tolerance`` of it.
-
-    File size is *not* monotone in λ (a few bytes of range-coder tail, rounding of latents), so a
-    single bisection like the official ``test-at-target-bytes`` can miss files that exist. This
-    search first encodes at ``grid`` λ spaced evenly in log λ over the model's range, then bisects
-    (in log λ) every interval whose ends bracket the target, the most promising first, until a
-    file lands in ``[target·(1 − tolerance), target]`` or ``max_iter`` encodes are spent. The
-    answer is the largest file seen that is not above the target (the smallest one seen when
-    every file is too big); the message says how close it landed and, if the target is out of
-    reach, over which trials."""
-    cfg = codec.config
-    if not cfg.variable_rate:
-        raise ValueError(f"{cfg.name} is fixed-rate: rate control needs a variable-rate model (qarv_base)")
-    if target_bytes <= 0:
-        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
-    lo, hi = (math.log(v) for v in cfg.lmb_range)
-    cache: dict = {}
-    risk_notes: dict = {}
-
-    def size_at(log_l):
-        lmb = float(np.float32(math.exp(log_l)))
-        if lmb not in cache:
-            risk_notes[lmb] = []
-            cache[lmb] = compress(codec, image, lmb, fmt, tile=tile, notes=risk_notes[lmb])
-        return len(cache[lmb])
-
-    def hit(n):
-        return target_bytes * (1 - tolerance) <= n <= target_bytes
-
-    points = [lo + (hi - lo) * i / (grid - 1) for i in range(grid)]
-    sizes = [size_at(p) for p in points]
-    # intervals whose ends bracket the target, as (log λ below, log λ above)
-    brackets = [(points[i], points[i + 1]) for i in range(grid - 1)
-                if min(sizes[i], sizes[i + 1]) <= target_bytes < max(sizes[i], sizes[i + 1])]
-    spent = len(cache)
-    while brackets and spent < max_iter and not any(hit(len(d)) for d in cache.values()):
-        # the bracket whose end under the target is closest to it
-        brackets.sort(key=lambda ab: -max(n for n in (size_at(ab[0]), size_at(ab[1]))
-                                          if n <= target_bytes))
-        a, b = brackets.pop(0)
-        if abs(b - a) < 1e-6:
-            continue
-        m = (a + b) / 2
-        n = size_at(m)
-        spent = len(cache)
-        for lo_, hi_ in ((a, m), (m, b)):
-            if min(size_at(lo_), size_at(hi_)) <= target_bytes < max(size_at(lo_), size_at(hi_)):
-                brackets.append((lo_, hi_))
-    trials = sorted((l, len(d)) for l, d in cache.items())
-    under = [(l, d) for l, d in cache.items() if len(d) <= target_bytes]
-    span = f"λ ∈ [{cfg.lmb_range[0]:g}, {cfg.lmb_range[1]:g}], {len(trials)} trials"
-    if not under:
-        lmb, d = min(cache.items(), key=lambda x: (len(x[1]), x[0]))
-        return RateControlResult(d, lmb, trials, False,
-                                 f"target {target_bytes} B is below the smallest file found for this "
-                                 f"image ({len(d)} B at λ = {lmb:g}; {span})", risk_notes[lmb])
-    lmb, d = max(under, key=lambda x: (len(x[1]), -x[0]))
-    ok = hit(len(d))
-    msg = f"{len(d)} B at λ = {lmb:g} ({100 * (len(d) - target_bytes) / target_bytes:+.2f} % of the target)"
-    if not ok:
-        biggest = max(len(v) for v in cache.values())
-        msg += (f"; target {target_bytes} B is above the largest file found for this image "
-                f"({biggest} B; {span})" if biggest <= target_bytes else
-                f"; no file found within {100 * tolerance:g} % below the target ({span})")
-    return RateControlResult(d, lmb, trials, ok, msg, risk_notes[lmb])
+    def __post_init__(self):
+        self.notes = [] if self.notes is None else self.notes

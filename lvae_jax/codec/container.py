@@ -8,10 +8,10 @@ little-endian. The header carries its own CRC32; each chunk's CRC32 also covers 
 reordered, truncated, extended or corrupted file is refused (or, for progressive decoding, cut at
 the first bad chunk) before any data is returned.
 
-:func:`sniff` tells the three formats apart: this container by its magic ``b"LVAE"`` (and a valid
-header), official QRes files by a parse of their pickle (first byte 0x80), official QARV files by
-a parse of their struct layout (everything else). All readers raise
-:class:`~lvae_jax.entropy.coder.BitstreamError` (a ``ValueError``) with a clear message.
+The checks a file carries besides its strings (symbol CRCs, portable-index hints, the lossless
+image CRC) are one :class:`~lvae_jax.codec.records.Checks`, written from and read back into that
+record. All readers raise :class:`~lvae_jax.entropy.coder.BitstreamError` (a ``ValueError``) with
+a clear message; telling this layout from the others is :mod:`lvae_jax.codec.formats`'s job.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from lvae_jax.codec import formats
-from lvae_jax.entropy.coder import BitstreamError, symbols_crc  # noqa: F401 (the chunk table's CRC)
+from lvae_jax.codec.records import Checks, FileMeta
+from lvae_jax.entropy.coder import BitstreamError, as_bytes
+from lvae_jax.entropy.hints import LEVEL_MIN_EXP, HintError, Retrieval, read_varint, varint
+from lvae_jax.limits import MAX_SIDE
 
 MAGIC = b"LVAE"
 #: Version 2 adds portable-index hints (FLAG_HINTS); version-1 files are read as before.
@@ -68,32 +70,21 @@ def chunk_crc(index: int, payload: bytes) -> int:
 
 @dataclass(frozen=True)
 class ContainerHeader:
-    """A parsed, validated header. ``lmb`` is None for fixed-rate models; ``latent_grid`` is
-    (h, w) of the first latent (image size / stride, rounded up); chunks are ordered
-    latent-major: latent i, image b at ``i * batch + b``, then pixel chunks."""
+    """A parsed, validated header. ``meta``: the model and image it names (λ None for fixed-rate
+    models); ``latent_grid``: (h, w) of the first latent (image size / stride, rounded up); chunks
+    are ordered latent-major: latent i, image b at ``i * batch + b``, then pixel chunks;
+    ``checks``: what the writer stored besides the strings (symbol CRCs in chunk order, hints)."""
 
     version: int
-    model_name: str
-    model_id: bytes
-    lmb: float | None
-    image_size: tuple[int, int]
+    meta: FileMeta
     batch: int
-    stride: int
     latent_grid: tuple[int, int]
     num_latents: int
     lossless: bool
     chunk_lengths: tuple[int, ...]
     chunk_crcs: tuple[int, ...]
     header_size: int
-    #: CRC32 of each chunk's decoded symbols (:func:`symbols_crc`), when the writer stored them.
-    symbol_crcs: tuple[int, ...] | None = None
-    #: portable-index hints (version 2): the bound exponent (δ = 2^-exp) and the structure
-    hint_bound_exp: int | None = None
-    hints: bytes | None = None
-    #: lossless files with hints: CRC32 of the decoded 8-bit (padded) image
-    image_crc: int | None = None
-    #: the hints also cover the lossless head's pixel-level rounding (FLAG_LEVEL_HINTS)
-    level_hints: bool = False
+    checks: Checks = Checks()
 
     @property
     def num_chunks(self) -> int:
@@ -152,39 +143,59 @@ class PartialFile:
 # ------------------------------------------------------------------------------------------------
 
 
-def write_container(*, model_name: str, model_id: bytes, lmb: float | None, image_size,
-                    stride: int, latent_strings, pixel_strings=None, symbol_crcs=None,
-                    hints: bytes | None = None, hint_bound_exp: int | None = None,
-                    image_crc: int | None = None, level_hints: bool = False) -> bytes:
+def write_container(meta: FileMeta, latent_strings, pixel_strings=None,
+                    checks: Checks = Checks()) -> bytes:
     """Build a container. ``latent_strings[i][b]``: rANS string of latent block i, image b (in
-    decoding order); ``pixel_strings[b]`` for the lossless model; ``lmb`` None for fixed-rate
-    models; ``symbol_crcs``: optional CRC32 of each chunk's symbols, in chunk order
-    (:func:`symbols_crc`); ``hints``/``hint_bound_exp``: portable-index hints of a one-image file
-    (version 2, :mod:`lvae_jax.entropy.hints`; needs the symbol CRCs); ``image_crc``: with hints,
-    the lossless model's CRC32 of the decoded 8-bit (padded) image; ``level_hints``: the hints
-    also cover the pixel levels' rounding (lossless, FLAG_LEVEL_HINTS). The latent grid is
-    ``ceil(image_size / stride)``. The result is read back and checked before it is returned."""
-    if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
-        raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
-                         f"got {model_name!r}")
-    model_id = bytes(model_id)
-    if len(model_id) != 16:
-        raise ValueError(f"model id must be 16 bytes, got {len(model_id)}")
-    flags = 0
-    if lmb is None:
-        lmb32 = math.nan
-    else:
-        lmb32 = struct.unpack("<f", struct.pack("<f", float(lmb)))[0]
-        if not math.isfinite(lmb32) or lmb32 <= 0:
-            raise ValueError(f"λ must be finite and positive as float32, got {lmb}")
-        flags |= FLAG_LAMBDA
-    h, w = (int(v) for v in image_size)
-    stride = int(stride)
+    decoding order); ``pixel_strings[b]`` for the lossless model; ``meta``: the model and image
+    (λ None for fixed-rate models; the latent grid is ``ceil(image_size / stride)``);
+    ``checks``: symbol CRCs (one per chunk, chunk order), and for a one-image file the
+    portable-index hints, the lossless image CRC and the level-hint flag (version 2). The
+    result is read back and checked before it is returned."""
+    name, mid = _check_model(meta.model_name, meta.model_id)
+    flags, lmb32 = _lambda_field(meta.lmb)
+    h, w = (int(v) for v in meta.image_size)
+    stride = int(meta.stride)
     if not (1 <= h < 1 << 32 and 1 <= w < 1 << 32 and 1 <= stride <= 0xFFFF):
-        raise ValueError(f"invalid image size {image_size} or stride {stride}")
+        raise ValueError(f"invalid image size {meta.image_size} or stride {stride}")
     gh, gw = -(-h // stride), -(-w // stride)
     if gh > 0xFFFF or gw > 0xFFFF:
         raise ValueError(f"latent grid {gh}×{gw} does not fit the format")
+    chunks, batch, lossless = _chunks(latent_strings, pixel_strings)
+    flags |= FLAG_LOSSLESS if lossless else 0
+    table, check_flags = _chunk_table(chunks, checks.symbol_crcs)
+    extra, hint_flags = _hint_fields(checks, batch, lossless, check_flags)
+    flags |= check_flags | hint_flags
+    version = 2 if hint_flags else 1
+    header_size = _PRE.size + len(name) + _POST.size + len(table) + len(extra) + _CRC.size
+    head = (_PRE.pack(MAGIC, version, flags, header_size, mid, len(name)) + name
+            + _POST.pack(lmb32, h, w, batch, stride, gh, gw, len(latent_strings)) + table + extra)
+    data = head + _CRC.pack(zlib.crc32(head)) + b"".join(chunks)
+    read_container(data)  # the writer's output must satisfy the reader
+    return data
+
+
+def _check_model(model_name, mid) -> tuple[bytes, bytes]:
+    if not (isinstance(model_name, str) and _NAME_RE.fullmatch(model_name)):
+        raise ValueError(f"model name must be 1-{MAX_NAME_LENGTH} characters of [A-Za-z0-9._-], "
+                         f"got {model_name!r}")
+    mid = bytes(mid or b"")
+    if len(mid) != 16:
+        raise ValueError(f"model id must be 16 bytes, got {len(mid)}")
+    return model_name.encode("ascii"), mid
+
+
+def _lambda_field(lmb) -> tuple[int, float]:
+    """(flags, the stored float32 λ; NaN for fixed-rate models)."""
+    if lmb is None:
+        return 0, math.nan
+    lmb32 = struct.unpack("<f", struct.pack("<f", float(lmb)))[0]
+    if not math.isfinite(lmb32) or lmb32 <= 0:
+        raise ValueError(f"λ must be finite and positive as float32, got {lmb}")
+    return FLAG_LAMBDA, lmb32
+
+
+def _chunks(latent_strings, pixel_strings) -> tuple[list[bytes], int, bool]:
+    """(every chunk in table order, batch size, lossless)."""
     latents = [[bytes(s) for s in strs] for strs in latent_strings]
     if not latents or not latents[0] or len(latents) > 0xFFFF:
         raise ValueError("need 1..65535 latent blocks with at least one image")
@@ -197,47 +208,46 @@ def write_container(*, model_name: str, model_id: bytes, lmb: float | None, imag
         if len(pixels) != batch:
             raise ValueError(f"{len(pixels)} pixel strings for a batch of {batch}")
         chunks += pixels
-        flags |= FLAG_LOSSLESS
     for i, c in enumerate(chunks):
         if len(c) < 8 or len(c) % 4 or len(c) >= 1 << 32:
             raise ValueError(f"chunk {i} ({len(c)} bytes) is not a rANS string (whole 32-bit words, >= 2)")
-    if symbol_crcs is not None:
-        symbol_crcs = [int(v) for v in symbol_crcs]
-        if len(symbol_crcs) != len(chunks) or any(not 0 <= v < 1 << 32 for v in symbol_crcs):
-            raise ValueError(f"need one 32-bit symbol CRC per chunk ({len(chunks)})")
-        flags |= FLAG_SYMBOL_CRC
-        table = b"".join(_CHUNK_SYM.pack(len(c), chunk_crc(i, c), symbol_crcs[i]) for i, c in enumerate(chunks))
-    else:
-        table = b"".join(_CHUNK.pack(len(c), chunk_crc(i, c)) for i, c in enumerate(chunks))
-    version = 1
-    if hints is not None:
-        if symbol_crcs is None or batch != 1:
-            raise ValueError("portable-index hints need symbol CRCs and a one-image file")
-        if not (isinstance(hint_bound_exp, int) and 1 <= hint_bound_exp <= 60):
-            raise ValueError(f"hint bound exponent must be in 1..60, got {hint_bound_exp!r}")
-        from lvae_jax.entropy.hints import _varint
-        if (image_crc is None) == (pixel_strings is not None):
-            raise ValueError("a lossless file with hints needs its image CRC (and only it)")
-        if image_crc is not None:
-            table += _CRC.pack(int(image_crc))
-        table += bytes([hint_bound_exp]) + _varint(len(hints)) + bytes(hints)
-        flags |= FLAG_HINTS
-        if level_hints:
-            from lvae_jax.entropy.hints import LEVEL_MIN_EXP
-            if pixel_strings is None or hint_bound_exp < LEVEL_MIN_EXP:
-                raise ValueError("pixel-level hints are for lossless files, with a bound "
-                                 f"exponent >= {LEVEL_MIN_EXP}")
-            flags |= FLAG_LEVEL_HINTS
-        version = 2
-    elif level_hints:
-        raise ValueError("pixel-level hints need the portable-index hints")
-    name = model_name.encode("ascii")
-    header_size = _PRE.size + len(name) + _POST.size + len(table) + _CRC.size
-    head = (_PRE.pack(MAGIC, version, flags, header_size, model_id, len(name)) + name
-            + _POST.pack(lmb32, h, w, batch, stride, gh, gw, len(latents)) + table)
-    data = head + _CRC.pack(zlib.crc32(head)) + b"".join(chunks)
-    read_container(data)  # the writer's output must satisfy the reader
-    return data
+    return chunks, batch, pixel_strings is not None
+
+
+def _chunk_table(chunks, symbol_crcs) -> tuple[bytes, int]:
+    """(the chunk entries, FLAG_SYMBOL_CRC or 0)."""
+    if symbol_crcs is None:
+        return b"".join(_CHUNK.pack(len(c), chunk_crc(i, c)) for i, c in enumerate(chunks)), 0
+    crcs = [int(v) for v in symbol_crcs]
+    if len(crcs) != len(chunks) or any(not 0 <= v < 1 << 32 for v in crcs):
+        raise ValueError(f"need one 32-bit symbol CRC per chunk ({len(chunks)})")
+    return (b"".join(_CHUNK_SYM.pack(len(c), chunk_crc(i, c), crcs[i]) for i, c in enumerate(chunks)),
+            FLAG_SYMBOL_CRC)
+
+
+def _hint_fields(checks: Checks, batch: int, lossless: bool, check_flags: int) -> tuple[bytes, int]:
+    """(the bytes after the chunk table, their flags): version 2's image CRC, bound exponent and
+    hints, or nothing."""
+    if checks.hints is None:
+        if checks.level_hints:
+            raise ValueError("pixel-level hints need the portable-index hints")
+        return b"", 0
+    if not check_flags or batch != 1:
+        raise ValueError("portable-index hints need symbol CRCs and a one-image file")
+    exp = checks.hint_bound_exp
+    if not (isinstance(exp, int) and 1 <= exp <= 60):
+        raise ValueError(f"hint bound exponent must be in 1..60, got {exp!r}")
+    if (checks.image_crc is None) == lossless:
+        raise ValueError("a lossless file with hints needs its image CRC (and only it)")
+    out = b"" if checks.image_crc is None else _CRC.pack(int(checks.image_crc))
+    out += bytes([exp]) + varint(len(checks.hints)) + bytes(checks.hints)
+    flags = FLAG_HINTS
+    if checks.level_hints:
+        if not lossless or exp < LEVEL_MIN_EXP:
+            raise ValueError("pixel-level hints are for lossless files, with a bound "
+                             f"exponent >= {LEVEL_MIN_EXP}")
+        flags |= FLAG_LEVEL_HINTS
+    return out, flags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,12 +268,39 @@ def _fail(msg: str):
 
 def read_header(data) -> ContainerHeader:
     """Parse and validate the header (the chunks need not be present)."""
-    data = _view(data)
+    head, version, flags, header_size, mid, name = _read_fixed(_view(data))
+    pos = _PRE.size + len(name)
+    lmb, h, w, batch, stride, gh, gw, num_latents = _POST.unpack_from(head, pos)
+    pos += _POST.size
+    _check_fields(flags, lmb, (h, w), (batch, num_latents, stride), (gh, gw))
+    lossless = bool(flags & FLAG_LOSSLESS)
+    entry = _CHUNK_SYM if flags & FLAG_SYMBOL_CRC else _CHUNK
+    n_chunks = batch * (num_latents + lossless)
+    end = pos + entry.size * n_chunks
+    if flags & FLAG_HINTS:
+        hint_fields = _read_hint_fields(head, end, flags, lossless, batch)
+    elif flags & FLAG_LEVEL_HINTS:
+        _fail("pixel-level hints without portable-index hints (corrupt)")
+    elif end != len(head):
+        _fail(f"header size {header_size} does not match its {n_chunks} chunk entries (corrupt)")
+    else:
+        hint_fields = {}
+    lengths, crcs, sym_crcs = _read_chunk_table(head, pos, entry, n_chunks)
+    checks = Checks(tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None,
+                    level_hints=bool(flags & FLAG_LEVEL_HINTS), **hint_fields)
+    meta = FileMeta(name, mid, None if math.isnan(lmb) else float(lmb), (h, w), stride)
+    return ContainerHeader(version, meta, batch, (gh, gw), num_latents, lossless, tuple(lengths),
+                           tuple(crcs), header_size, checks)
+
+
+def _read_fixed(data: memoryview) -> tuple:
+    """(the header bytes before its CRC, version, flags, header size, model id, model name):
+    the magic, version, flags, sizes and the header CRC checked."""
     if len(data) < 4 or bytes(data[:4]) != MAGIC:
         _fail("bad magic: not an lvae-jax file")
     if len(data) < _PRE.size:
         _fail(f"{len(data)} bytes, shorter than the fixed header (truncated)")
-    magic, version, flags, header_size, mid, name_len = _PRE.unpack_from(data, 0)
+    _, version, flags, header_size, mid, name_len = _PRE.unpack_from(data, 0)
     if version not in VERSIONS:
         _fail(f"format version {version} is not supported (this reader knows versions "
               f"{', '.join(map(str, VERSIONS))})")
@@ -279,19 +316,21 @@ def read_header(data) -> ContainerHeader:
     (crc,) = _CRC.unpack_from(data, header_size - _CRC.size)
     if zlib.crc32(head) != crc:
         _fail("header CRC mismatch (corrupt)")
-    pos = _PRE.size
-    name_bytes = head[pos : pos + name_len]
-    pos += name_len
+    name_bytes = head[_PRE.size : _PRE.size + name_len]
     try:
         name = name_bytes.decode("ascii")
     except UnicodeDecodeError:
         name = ""
     if not _NAME_RE.fullmatch(name):
         _fail(f"invalid model name {name_bytes!r}")
-    if len(head) < pos + _POST.size:
+    if len(head) < _PRE.size + name_len + _POST.size:
         _fail("header too short for its fields (corrupt)")
-    lmb, h, w, batch, stride, gh, gw, num_latents = _POST.unpack_from(head, pos)
-    pos += _POST.size
+    return head, version, flags, header_size, bytes(mid), name
+
+
+def _check_fields(flags: int, lmb: float, size, counts, grid) -> None:
+    """λ against its flag; the image size, batch, latent count and stride in range; the grid."""
+    (h, w), (batch, num_latents, stride) = size, counts
     if flags & FLAG_LAMBDA:
         if not math.isfinite(lmb) or lmb <= 0:
             _fail(f"λ = {lmb} is not a finite positive number")
@@ -299,47 +338,44 @@ def read_header(data) -> ContainerHeader:
         _fail("λ is set but the variable-rate flag is not (corrupt)")
     if h < 1 or w < 1:
         _fail(f"image size {h}×{w} is empty")
-    from lvae_jax.limits import MAX_SIDE
     if max(h, w) > MAX_SIDE or batch > 255:
         _fail(f"image size {h}×{w} (batch {batch}) is out of range (at most {MAX_SIDE} per side, "
               "255 images): corrupt or forged")
     if batch < 1 or num_latents < 1 or stride < 1:
         _fail(f"batch {batch}, latent blocks {num_latents} and stride {stride} must be positive")
-    if (gh, gw) != (-(-h // stride), -(-w // stride)):
-        _fail(f"latent grid {gh}×{gw} does not match image {h}×{w} at stride {stride}")
-    lossless = bool(flags & FLAG_LOSSLESS)
-    entry = _CHUNK_SYM if flags & FLAG_SYMBOL_CRC else _CHUNK
-    n_chunks = batch * (num_latents + lossless)
-    hint_exp = hint_blob = image_crc = None
-    if flags & FLAG_HINTS:
-        from lvae_jax.entropy.hints import LEVEL_MIN_EXP, HintError, read_varint
-        at = pos + entry.size * n_chunks
-        if lossless and at + 4 <= len(head):
-            (image_crc,) = _CRC.unpack_from(head, at)
-            at += 4
-        if not flags & FLAG_SYMBOL_CRC or batch != 1 or at + 2 > len(head):
-            _fail("portable-index hints without symbol CRCs, in a batch, or truncated (corrupt)")
-        if flags & FLAG_LEVEL_HINTS and not lossless:
-            _fail("pixel-level hints in a lossy file (corrupt)")
-        hint_exp = head[at]
-        try:
-            n_hint, at = read_varint(head, at + 1)
-        except HintError:
-            _fail("hint length is corrupt")
-        if flags & FLAG_LEVEL_HINTS and hint_exp < LEVEL_MIN_EXP:
-            _fail(f"pixel-level hints with a bound exponent {hint_exp} < {LEVEL_MIN_EXP} (corrupt)")
-        if not 1 <= hint_exp <= 60 or at + n_hint != len(head):
-            _fail(f"header size {header_size} does not match its chunk entries and hints (corrupt)")
-        hint_blob = bytes(head[at:])
-        try:
-            from lvae_jax.entropy.hints import Retrieval
-            Retrieval(hint_blob)
-        except HintError as e:
-            _fail(f"portable-index hints are corrupt ({e})")
-    elif flags & FLAG_LEVEL_HINTS:
-        _fail("pixel-level hints without portable-index hints (corrupt)")
-    elif pos + entry.size * n_chunks != len(head):
-        _fail(f"header size {header_size} does not match its {n_chunks} chunk entries (corrupt)")
+    if tuple(grid) != (-(-h // stride), -(-w // stride)):
+        _fail(f"latent grid {grid[0]}×{grid[1]} does not match image {h}×{w} at stride {stride}")
+
+
+def _read_hint_fields(head: bytes, at: int, flags: int, lossless: bool, batch: int) -> dict:
+    """The version-2 fields after the chunk table: {image_crc, hint_bound_exp, hints}."""
+    image_crc = None
+    if lossless and at + 4 <= len(head):
+        (image_crc,) = _CRC.unpack_from(head, at)
+        at += 4
+    if not flags & FLAG_SYMBOL_CRC or batch != 1 or at + 2 > len(head):
+        _fail("portable-index hints without symbol CRCs, in a batch, or truncated (corrupt)")
+    if flags & FLAG_LEVEL_HINTS and not lossless:
+        _fail("pixel-level hints in a lossy file (corrupt)")
+    exp = head[at]
+    try:
+        n_hint, at = read_varint(head, at + 1)
+    except HintError:
+        _fail("hint length is corrupt")
+    if flags & FLAG_LEVEL_HINTS and exp < LEVEL_MIN_EXP:
+        _fail(f"pixel-level hints with a bound exponent {exp} < {LEVEL_MIN_EXP} (corrupt)")
+    if not 1 <= exp <= 60 or at + n_hint != len(head):
+        _fail(f"header size {len(head) + _CRC.size} does not match its chunk entries and hints "
+              "(corrupt)")
+    blob = bytes(head[at:])
+    try:
+        Retrieval(blob)
+    except HintError as e:
+        _fail(f"portable-index hints are corrupt ({e})")
+    return {"image_crc": image_crc, "hint_bound_exp": exp, "hints": blob}
+
+
+def _read_chunk_table(head: bytes, pos: int, entry, n_chunks: int):
     lengths, crcs, sym_crcs = [], [], []
     for i in range(n_chunks):
         n, c, *sc = entry.unpack_from(head, pos + i * entry.size)
@@ -348,10 +384,7 @@ def read_header(data) -> ContainerHeader:
         lengths.append(n)
         crcs.append(c)
         sym_crcs.extend(sc)
-    return ContainerHeader(version, name, bytes(mid), None if math.isnan(lmb) else float(lmb), (h, w),
-                           batch, stride, (gh, gw), num_latents, lossless, tuple(lengths),
-                           tuple(crcs), header_size, tuple(sym_crcs) if flags & FLAG_SYMBOL_CRC else None,
-                           hint_exp, hint_blob, image_crc, bool(flags & FLAG_LEVEL_HINTS))
+    return lengths, crcs, sym_crcs
 
 
 def _walk_chunks(data, header: ContainerHeader):
@@ -372,7 +405,7 @@ def _walk_chunks(data, header: ContainerHeader):
 def read_partial(data) -> PartialFile:
     """The header and the longest valid prefix of chunks (for progressive decoding of a truncated
     or damaged file). Raises if the header itself is bad or the file is longer than announced."""
-    data = formats.as_bytes(data)
+    data = as_bytes(data)
     header = read_header(data)
     if len(data) > header.total_size:
         _fail(f"{len(data) - header.total_size} bytes after the last chunk (extended or corrupt)")
@@ -387,7 +420,7 @@ def read_partial(data) -> PartialFile:
 
 def read_container(data) -> LvaeFile:
     """Parse and validate a whole container; every chunk must be present and intact."""
-    data = formats.as_bytes(data)
+    data = as_bytes(data)
     header = read_header(data)
     if len(data) != header.total_size:
         how = "truncated" if len(data) < header.total_size else "extended or corrupt"
@@ -401,61 +434,3 @@ def read_container(data) -> LvaeFile:
     latents = tuple(tuple(chunks[i * b : (i + 1) * b]) for i in range(n_lat))
     pixels = tuple(chunks[n_lat * b :]) if header.lossless else None
     return LvaeFile(header, latents, pixels)
-
-
-# ------------------------------------------------------------------------------------------------
-# Format detection
-# ------------------------------------------------------------------------------------------------
-
-LVAE = "lvae"
-LVAE_TILED = "lvae-tiled"
-QRES_OFFICIAL = "qres-official"
-QARV_OFFICIAL = "qarv-official"
-
-
-def detect(data) -> tuple[str, object | None]:
-    """Which format ``data`` is, and the parse that told (the official formats' parsed file,
-    None for the lvae layouts, whose body is read by the caller): ``"lvae"`` (magic + valid header; chunks may be missing),
-    ``"lvae-tiled"`` (a tiled file, :mod:`lvae_jax.codec.tiles`: magic + valid header),
-    ``"qres-official"`` (a pickle of the official structure) or ``"qarv-official"`` (the official
-    struct layout, complete). The official formats are recognised by a full structural parse, so
-    a QARV file whose first bytes look like a pickle header or like the magic (possible image
-    heights) is still told apart; if both official parses succeed the data is refused as
-    ambiguous. Raises :class:`BitstreamError` naming why each format was rejected."""
-    data = formats.as_bytes(data)
-    reasons = []
-    from lvae_jax.codec import tiles       # (tiles imports this module)
-    if tiles.is_tiled(data):
-        try:
-            tiles.read_tiled_header(data)
-            return LVAE_TILED, None
-        except BitstreamError as e:
-            reasons.append(str(e))
-    if data[:4] == MAGIC:
-        try:
-            read_header(data)
-            return LVAE, None
-        except BitstreamError as e:
-            reasons.append(str(e))
-    qres = qarv = None
-    if data[:1] == b"\x80":
-        try:
-            qres = formats.read_qres_file(data)
-        except BitstreamError as e:
-            reasons.append(str(e))
-    try:
-        qarv = formats.read_qarv_file(data)
-    except BitstreamError as e:
-        reasons.append(f"official QARV: {e}")
-    if qres is not None and qarv is not None:
-        raise BitstreamError("data parses both as an official QRes and an official QARV file (ambiguous)")
-    if qres is not None:
-        return QRES_OFFICIAL, qres
-    if qarv is not None:
-        return QARV_OFFICIAL, qarv
-    raise BitstreamError("not a recognised bitstream: " + "; ".join(reasons))
-
-
-def sniff(data) -> str:
-    """The format name of :func:`detect`."""
-    return detect(data)[0]

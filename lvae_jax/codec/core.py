@@ -1,16 +1,20 @@
 """Images <-> per-latent byte strings: the device passes of :mod:`~lvae_jax.codec.engine` joined
 with CompressAI's range coder on host.
 
-This layer knows nothing about files: :mod:`lvae_jax.codec.api` adds padding, the container and
-the official layouts. Strings are exactly the official ones: latent i of image n is the rANS
-coding of ``round(qm − pm)`` in (C, h, w) order with the table indexes of its prior scales.
+This layer knows nothing about files: :mod:`lvae_jax.codec.formats` writes and reads the layouts,
+:mod:`lvae_jax.codec.api` pads and crops. Strings are exactly the official ones: latent i of
+image n is the rANS coding of ``round(qm − pm)`` in (C, h, w) order with the table indexes of its
+prior scales. What a string needs besides its bytes to decode checked and exact travels with it in
+one :class:`~lvae_jax.codec.records.Checks` (created here by the encoder, consumed here by the
+decoder).
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import itertools
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import jax
@@ -18,14 +22,14 @@ import numpy as np
 
 from lvae_jax import numerics
 from lvae_jax.codec.engine import CodecEngine, from_coder_order, to_coder_order
+from lvae_jax.codec.records import Checks, EncodedImage
 from lvae_jax.entropy import coder, hints
 from lvae_jax.entropy.coder import BitstreamError, symbols_crc
+from lvae_jax.entropy.tables import NEAR_BOUNDARY, nearest_threshold, tables_for
+from lvae_jax.image import to_uint8
 from lvae_jax.limits import check_image_size
 from lvae_jax.models import inference, lambdas
 
-#: Relative distance of a prior scale to a table threshold below which its index may differ
-#: between two correct float32 implementations (see docs/cross_implementation.md).
-NEAR_BOUNDARY = 1e-5
 #: Single and pairwise index flips tried per latent before giving up.
 MAX_FLIP_TRIALS = 256
 #: Near-boundary scales beyond this share of a latent block (at least :data:`MIN_FLIP_CANDIDATES`)
@@ -37,15 +41,28 @@ MIN_FLIP_CANDIDATES = 256
 MAX_FLIP_SECONDS = 20.0
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """A decoder "on another device", for tests and the portability study
+    (``scripts/portable_bitstreams.py``): every prior scale the decoder computes is moved by a
+    deterministic relative error uniform in ±``scale`` before its table index is taken (the index
+    then recomputed on the host, bit-identical to the device rule), and every raw pixel level of
+    the lossless head by one uniform in ±127.5·``level`` (its pixel mean by up to ±``level``)."""
+
+    scale: float = 0.0
+    level: float = 0.0
+
+
 @dataclass
 class DecodeReport:
     """What robust decoding noticed. ``flips``: (string, number of indexes flipped, largest
-    relative distance to the boundary); ``at_risk``: string -> number of prior scales within
-    :data:`NEAR_BOUNDARY` of a table boundary in strings decoded without a symbol checksum."""
+    relative distance to the boundary); ``at_risk``: string -> number of prior scales near a table
+    boundary in strings decoded without a symbol checksum; ``hinted``: (string, number of
+    indexes set from the file's portable-index hints)."""
     flips: list = field(default_factory=list)
     at_risk: dict = field(default_factory=dict)
-    #: (string, number of indexes set from the file's portable-index hints)
     hinted: list = field(default_factory=list)
+    near_boundary: float = NEAR_BOUNDARY
 
     def notes(self) -> list[str]:
         out = [f"{what}: {n} table index(es) set from the file's portable-index hints (this "
@@ -56,59 +73,54 @@ class DecodeReport:
                for what, n, rel in self.flips]
         if self.at_risk:
             total = sum(self.at_risk.values())
-            out.append(f"{total} prior scale(s) in {len(self.at_risk)} string(s) lie within {NEAR_BOUNDARY:g} "
-                       "of a table boundary; this file has no symbol checksums, so if it was written by "
-                       "another implementation the symbols there may differ (docs/cross_implementation.md)")
+            out.append(f"{total} prior scale(s) in {len(self.at_risk)} string(s) lie within "
+                       f"{self.near_boundary:g} of a table boundary; this file has no symbol "
+                       "checksums, so if it was written by another implementation the symbols "
+                       "there may differ (docs/cross_implementation.md)")
         return out
 
-
-@dataclass
-class EncodedImage:
-    """The strings of one image: one per latent block (decoding order) and, for the lossless
-    model, the pixel string. ``grid``: (h, w) of the first latent = padded size / 64.
-    ``symbol_crcs``: CRC32 of each string's symbols (latents, then pixels), when known — the
-    decoder uses them to confirm (or recover) the encoder's table indexes."""
-    latents: list
-    pixels: bytes | None
-    grid: tuple
-    symbol_crcs: list | None = None
-    #: latent elements whose prior scale lies within :data:`NEAR_BOUNDARY` of a table threshold
-    #: (known after encoding): where a decoder with other floats may pick the other table.
-    at_risk: int = 0
-    #: portable-index hints (:mod:`lvae_jax.entropy.hints`): the structure's bytes and its bound
-    #: exponent (δ = 2^-exp), or None (files without hints)
-    hints: bytes | None = None
-    hint_bound_exp: int | None = None
-    #: lossless model: CRC32 of the (padded) 8-bit image the decoder must reproduce, or None
-    image_crc: int | None = None
-    #: the hints also hold the pixel levels' rounding sides (lossless; :mod:`lvae_jax.entropy.hints`)
-    level_hints: bool = False
+    def merge(self, other: "DecodeReport", prefix: str) -> None:
+        """Add what ``other`` noticed, its strings named with ``prefix`` (a tile)."""
+        self.flips += [(f"{prefix} {w}", n, r) for w, n, r in other.flips]
+        self.hinted += [(f"{prefix} {w}", n) for w, n in other.hinted]
+        self.at_risk.update({f"{prefix} {w}": n for w, n in other.at_risk.items()})
 
 
-class Codec:
-    """Compress and decompress (padded) images with one model.
+def image_crc(image) -> int:
+    """CRC32 of an (H, W, 3) image in [0, 1] as 8-bit values (HWC, row-major)."""
+    return zlib.crc32(np.ascontiguousarray(to_uint8(image)).tobytes())
 
-    ``model``: a loaded QRes or QARV :class:`~lvae_jax.models.HierarchicalVAE`.
+
+class StringCoder:
+    """Compress and decompress (padded) images to per-latent strings with one model.
+
+    ``model``: a loaded QRes or QARV :class:`~lvae_jax.models.HierarchicalVAE`;
+    ``near_boundary``: the relative band around a table threshold the encoder counts as at risk
+    and the decoder searches for flipped indexes; ``perturbation``: a simulated decoder on
+    another device (:class:`Perturbation`); ``precision``: see
+    :class:`~lvae_jax.codec.engine.CodecEngine`.
     """
 
-    def __init__(self, model):
-        self.engine = CodecEngine(model, NEAR_BOUNDARY)
-        self.model = model
-        self.config = model.config
+    def __init__(self, model, *, near_boundary: float = NEAR_BOUNDARY,
+                 perturbation: Perturbation | None = None,
+                 precision: str = numerics.CODEC_PRECISION):
+        self.model, self.config = model, model.config
+        self.latent_tables, self.pixel_tables = tables_for(model.config)
+        self.engine = CodecEngine(model, self.latent_tables, self.pixel_tables,
+                                  near_boundary=near_boundary, precision=precision)
+        self.near_boundary = float(near_boundary)
+        self.perturbation = perturbation or Perturbation()
 
     @property
     def num_latents(self) -> int:
         return self.engine.num_latents
 
-    @functools.cached_property
-    def model_id(self) -> bytes:
-        """16-byte id of the model (config fingerprint + weights digest) that the container
-        records: computed once — from the digest a loaded model carries
-        (``model.weights_sha256``, verified when it was loaded), else by hashing the weights."""
-        from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
-        from lvae_jax.codec.container import model_id
-        digest = getattr(self.model, "weights_sha256", None) or weights_digest(flat_params(self.model))
-        return model_id(self.config.fingerprint(), digest)
+    def with_perturbation(self, perturbation: Perturbation) -> "StringCoder":
+        """This coder (the same engine, tables and compiled passes) as a decoder "on another
+        device" (:class:`Perturbation`)."""
+        other = copy.copy(self)
+        other.perturbation = perturbation
+        return other
 
     def check_lmb(self, lmb):
         """λ for a variable-rate model (required, within the trained range); None for QRes
@@ -126,37 +138,41 @@ class Codec:
         lmb = self.check_lmb(lmb)
         n, h, w, _ = images.shape
         check_image_size(self.config, h, w, batch=n, what="encode")
-        s = self.config.max_stride
         enc = self.engine.encode(images, lmb)
-        lt = self.engine.latent_tables
-        out = []
-        for k in range(n):
-            strings, crcs = [], []
-            for sym, idx in zip(enc.symbols, enc.indexes):
-                flat = to_coder_order(sym[k])
-                strings.append(coder.encode(flat, to_coder_order(idx[k]), lt))
-                crcs.append(symbols_crc(flat))
-            pixels = None
-            if enc.pixel_symbols is not None:
-                flat = to_coder_order(enc.pixel_symbols[k])
-                pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.engine.pixel_tables)
-                crcs.append(symbols_crc(flat))
-            item = EncodedImage(strings, pixels, (h // s, w // s), crcs, int(enc.at_risk[k]))
-            if pixels is not None:
-                item.image_crc = image_crc(images[k])
-            if hint_bound_exp is not None:
-                parts = [(to_coder_order(sc[k], np.float32), lt) for sc in enc.scales]
-                levels = None
-                if enc.pixel_scales is not None:
-                    parts.append((to_coder_order(enc.pixel_scales[k], np.float32),
-                                  self.engine.pixel_tables))
-                    if hint_bound_exp >= hints.LEVEL_MIN_EXP:
-                        levels = to_coder_order(enc.pixel_levels[k], np.float32)
-                item.hints, _ = hints.encode_hints(parts, hint_bound_exp, levels=levels)
-                item.hint_bound_exp = int(hint_bound_exp)
-                item.level_hints = levels is not None
-            out.append(item)
-        return out
+        s = self.config.max_stride
+        return [self._encode_one(enc, k, images[k], (h // s, w // s), hint_bound_exp)
+                for k in range(n)]
+
+    def _encode_one(self, enc, k: int, image, grid, hint_bound_exp) -> EncodedImage:
+        """Range-code image ``k`` of an encoding pass ``enc`` and build its checks."""
+        strings, crcs = [], []
+        for sym, idx in zip(enc.symbols, enc.indexes):
+            flat = to_coder_order(sym[k])
+            strings.append(coder.encode(flat, to_coder_order(idx[k]), self.latent_tables))
+            crcs.append(symbols_crc(flat))
+        pixels = None
+        if enc.pixel_symbols is not None:
+            flat = to_coder_order(enc.pixel_symbols[k])
+            pixels = coder.encode(flat, to_coder_order(enc.pixel_indexes[k]), self.pixel_tables)
+            crcs.append(symbols_crc(flat))
+        checks = Checks(tuple(crcs))
+        if hint_bound_exp is not None:
+            checks = self._with_hints(checks, enc, k, image, int(hint_bound_exp))
+        return EncodedImage(strings, pixels, grid, checks, int(enc.at_risk[k]))
+
+    def _with_hints(self, checks: Checks, enc, k: int, image, exp: int) -> Checks:
+        """``checks`` plus the portable-index hints of image ``k`` (and, lossless, its image CRC
+        and the pixel levels' rounding sides when the bound allows)."""
+        parts = [(to_coder_order(sc[k], np.float32), self.latent_tables) for sc in enc.scales]
+        levels = None
+        if enc.pixel_scales is not None:
+            parts.append((to_coder_order(enc.pixel_scales[k], np.float32), self.pixel_tables))
+            if exp >= hints.LEVEL_MIN_EXP:
+                levels = to_coder_order(enc.pixel_levels[k], np.float32)
+        blob, _ = hints.encode_hints(parts, exp, levels=levels)
+        lossless = enc.pixel_symbols is not None
+        return Checks(checks.symbol_crcs, blob, exp, image_crc(image) if lossless else None,
+                      levels is not None)
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -174,115 +190,154 @@ class Codec:
         near-boundary prior scales flipped (:func:`decode_latent_robust`); what it notices goes
         to ``report``.
         """
-        if not items:
-            raise ValueError("nothing to decode")
         lmb = self.check_lmb(lmb)
-        grid = items[0].grid
-        if any(it.grid != grid for it in items):
-            raise ValueError("a batch must hold images of one size")
-        if len(grid) != 2 or min(grid) < 1:
-            raise coder.BitstreamError(f"invalid latent grid {grid}")
-        s = self.config.max_stride       # before anything of that size is allocated
-        check_image_size(self.config, grid[0] * s, grid[1] * s, batch=len(items), what="bitstream")
-        available = min(len(it.latents) for it in items)
-        if available > self.num_latents:
-            raise coder.BitstreamError(f"{available} latent strings but {self.config.name} has "
-                                       f"{self.num_latents} latent blocks (wrong model?)")
-        k = available if num_blocks is None else min(num_blocks, available)
-        if k < 0:
-            raise ValueError("num_blocks must be >= 0")
+        k = self._check_items(items, num_blocks)
         if k < self.num_latents and temperature > 0 and key is None:
             raise ValueError("sampling the missing latents at temperature > 0 needs a PRNG key")
-        lt = self.engine.latent_tables
-        n = len(items)
-        portable = [None if it.hints is None else hints.Retrieval(it.hints) for it in items]
-        offsets = [0] * n                 # key of the next string's first element, per image
+        run = _Decoding(self, items, k, verify, robust,
+                        report if report is not None else DecodeReport(near_boundary=self.near_boundary))
 
         def decode_latent(i, pm, pv, idx):
             if i < k:
-                z = np.empty_like(pm)
-                for j, it in enumerate(items):
-                    what = f"latent block {i}" + (f" of image {j}" if n > 1 else "")
-                    ij, sj = _perturbed(idx[j], pv[j], lt, i)
-                    if portable[j] is not None:
-                        sym = _decode_hinted(it.latents[i], portable[j], offsets[j], ij, sj, lt,
-                                             it.hint_bound_exp, report, what, _crc_of(it, i))
-                    elif robust:
-                        sym = decode_latent_robust(it.latents[i], ij, sj, lt, report,
-                                                   what, expected_crc=_crc_of(it, i))
-                    else:
-                        sym = coder.decode(it.latents[i], ij, lt, verify=verify)
-                    z[j] = from_coder_order(sym, pm.shape[1:]).astype(np.float32) + pm[j]
-                    offsets[j] += sj.size
-                return z
+                return run.latent(i, pm, pv, idx)
             if temperature == 0:
                 return pm
             return np.asarray(inference.prior_draw(True, pm, pv, key, i, np.float32(temperature)))
 
-        def decode_pixels(mean, scale, idx, levels):
-            return self._decode_pixels(items, mean, scale, idx, levels, full=(k == self.num_latents),
-                                       verify=verify, robust=robust, report=report,
-                                       portable=portable, offsets=offsets)
-
-        out = self.engine.decode((n, *grid), lmb, decode_latent, decode_pixels)
+        out = self.engine.decode((len(items), *items[0].grid), lmb, decode_latent, run.pixels)
         if self.model.lossless and k == self.num_latents:
-            for j, it in enumerate(items):
-                if it.image_crc is not None and image_crc(out[j]) != it.image_crc:
-                    raise BitstreamError(
-                        "the decoded image does not match the encoder's lossless checksum: this "
-                        "decoder's float path rounds the pixel mean to the other 8-bit level at "
-                        "some pixels (docs/cross_implementation.md) — the file is intact, but "
-                        "this decode is not lossless")
+            run.check_images(out)
         return out
 
-    def _decode_pixels(self, items, mean, scale, idx, levels, full: bool, verify: bool,
-                       robust: bool, report, portable=None, offsets=None):
+    def _check_items(self, items, num_blocks) -> int:
+        """Validate a batch before anything of its size is allocated. -> latent blocks to read."""
+        if not items:
+            raise ValueError("nothing to decode")
+        grid = items[0].grid
+        if any(it.grid != grid for it in items):
+            raise ValueError("a batch must hold images of one size")
+        if len(grid) != 2 or min(grid) < 1:
+            raise BitstreamError(f"invalid latent grid {grid}")
+        s = self.config.max_stride
+        check_image_size(self.config, grid[0] * s, grid[1] * s, batch=len(items), what="bitstream")
+        available = min(len(it.latents) for it in items)
+        if available > self.num_latents:
+            raise BitstreamError(f"{available} latent strings but {self.config.name} has "
+                                 f"{self.num_latents} latent blocks (wrong model?)")
+        k = available if num_blocks is None else min(num_blocks, available)
+        if k < 0:
+            raise ValueError("num_blocks must be >= 0")
+        return k
+
+
+class _Decoding:
+    """One decode of a batch: the host side of every string (which indexes, which check, which
+    recovery), in decoding order. Keys of the portable-index hints run over an image's strings:
+    ``offsets[j]`` is the key of image j's next element."""
+
+    def __init__(self, owner: StringCoder, items, k: int, verify: bool, robust: bool,
+                 report: DecodeReport):
+        self.owner, self.items, self.k = owner, items, k
+        self.verify, self.robust, self.report = verify, robust, report
+        self.portable = [None if it.checks.hints is None else hints.Retrieval(it.checks.hints)
+                         for it in items]
+        self.offsets = [0] * len(items)
+
+    def latent(self, i: int, pm, pv, idx) -> np.ndarray:
+        """Latent block ``i`` of every image: symbols + prior mean, (N, h, w, C)."""
+        z = np.empty_like(pm)
+        n = len(self.items)
+        for j, it in enumerate(self.items):
+            what = f"latent block {i}" + (f" of image {j}" if n > 1 else "")
+            ij, sj = self._indexes(idx[j], pv[j], self.owner.latent_tables, i)
+            sym = self._string(j, it.latents[i], ij, sj, self.owner.latent_tables, what, i)
+            z[j] = from_coder_order(sym, pm.shape[1:]).astype(np.float32) + pm[j]
+            self.offsets[j] += sj.size
+        return z
+
+    def pixels(self, mean, scale, idx, levels) -> np.ndarray:
         """Lossless head: pixel symbols + mean (in bins of 1/127.5) -> image, exactly like the
         official ``GaussianNLLOutputNet.decompress`` and ``process_output``. With level hints the
         mean's rounding is the encoder's (:func:`_rounded_means`)."""
-        if not full or any(it.pixels is None for it in items):
+        full = self.k == self.owner.num_latents
+        if not full or any(it.pixels is None for it in self.items):
             return numerics.process_output_host(mean * np.float32(numerics.PIXEL_BIN_SIZE))
         x = np.empty_like(mean)
-        mean, levels = _perturbed_means(mean, levels)
-        for j, it in enumerate(items):
-            pt = self.engine.pixel_tables
-            if it.level_hints and portable is not None and portable[j] is not None:
-                mean[j] = _rounded_means(mean[j], levels[j], portable[j],
-                                         offsets[j] + int(np.asarray(scale[j]).size),
-                                         it.hint_bound_exp, report)
-            ij, sj = _perturbed(idx[j], scale[j], pt, len(it.latents))
-            if portable is not None and portable[j] is not None:
-                sym = _decode_hinted(it.pixels, portable[j], offsets[j], ij, sj, pt,
-                                     it.hint_bound_exp, report, "pixels",
-                                     _crc_of(it, len(it.latents)))
-            elif robust:
-                sym = decode_latent_robust(it.pixels, ij, sj, pt, report,
-                                           "pixels", expected_crc=_crc_of(it, len(it.latents)))
-            else:
-                sym = coder.decode(it.pixels, ij, pt, verify=verify)
+        mean, levels = _perturbed_means(mean, levels, self.owner.perturbation.level)
+        pt = self.owner.pixel_tables
+        for j, it in enumerate(self.items):
+            if it.checks.level_hints and self.portable[j] is not None:
+                mean[j] = _rounded_means(mean[j], levels[j], self.portable[j],
+                                         self.offsets[j] + int(np.asarray(scale[j]).size),
+                                         it.checks.hint_bound_exp, self.report)
+            ij, sj = self._indexes(idx[j], scale[j], pt, len(it.latents))
+            sym = self._string(j, it.pixels, ij, sj, pt, "pixels", len(it.latents))
             x[j] = (from_coder_order(sym, mean.shape[1:]).astype(np.float32) + mean[j]) * np.float32(
                 numerics.PIXEL_BIN_SIZE)
         return numerics.process_output_host(x)
 
+    def check_images(self, out) -> None:
+        """Lossless: the decoded images against the encoder's image checksums."""
+        for j, it in enumerate(self.items):
+            if it.checks.image_crc is not None and image_crc(out[j]) != it.checks.image_crc:
+                raise BitstreamError(
+                    "the decoded image does not match the encoder's lossless checksum: this "
+                    "decoder's float path rounds the pixel mean to the other 8-bit level at "
+                    "some pixels (docs/cross_implementation.md) — the file is intact, but "
+                    "this decode is not lossless")
 
-#: Test hook: perturb every prior scale a decoder computes by a deterministic relative error
-#: uniform in ±this (0: off) before its table index is taken — a decoder on "another device".
-SCALE_PERTURBATION = 0.0
+    def _indexes(self, idx_hwc, scales_hwc, tables, which: int):
+        """(indexes, raw scales) of one string, flat in coder order — moved by the owner's
+        :class:`Perturbation` when one is set."""
+        idx = to_coder_order(idx_hwc)
+        sc = to_coder_order(scales_hwc, np.float32)
+        delta = self.owner.perturbation.scale
+        if delta:
+            u = np.random.default_rng([0x5CA1E, which]).uniform(-1.0, 1.0, sc.size)
+            sc = (sc.astype(np.float64) * (1.0 + delta * u)).astype(np.float32)
+            idx = tables.build_indexes(sc).astype(np.int32)
+        return idx, sc
+
+    def _string(self, j: int, string: bytes, indexes, scales, tables, what: str, i: int):
+        """The symbols of string ``i`` of image ``j``, decoded by the rule its file allows."""
+        it = self.items[j]
+        crc = it.checks.symbol_crc(i)
+        if self.portable[j] is not None:
+            return self._hinted(j, string, indexes, scales, tables, what, crc)
+        if self.robust:
+            return decode_latent_robust(string, indexes, scales, tables, self.report, what,
+                                        expected_crc=crc, near_boundary=self.owner.near_boundary)
+        return coder.decode(string, indexes, tables, verify=self.verify)
 
 
-#: Test hook: perturb every raw pixel level a lossless decoder computes by a deterministic error
-#: uniform in ±127.5·this (i.e. its pixel mean ``pm`` by up to ±this, absolute) — "another device".
-LEVEL_PERTURBATION = 0.0
+    def _hinted(self, j: int, string, indexes, scales, tables, what: str, expected_crc):
+        """Decode a string of a file with portable-index hints: the indexes corrected by the
+        hints, then the symbol checksum — exact by construction within the file's bound, else
+        an error."""
+        exp = self.items[j].checks.hint_bound_exp
+        fixed, n = hints.apply_hints(self.portable[j], self.offsets[j], scales, indexes, tables, exp)
+        if n:
+            self.report.hinted.append((what, n))
+        try:
+            out = coder.decode(string, fixed, tables, verify=True)
+            if expected_crc is not None and symbols_crc(out) != expected_crc:
+                raise BitstreamError("decoded symbols do not match the encoder's checksum")
+        except BitstreamError as e:
+            raise BitstreamError(
+                f"{what}: {e} — with this file's portable-index hints, which cover decoders whose "
+                f"prior scales lie within {hints.bound(exp):.2g} (relative) of the encoder's: "
+                "this decoder's floats differ more, or the file is corrupt") from None
+        return out
 
 
-def _perturbed_means(mean, levels):
-    """(means, levels): ``mean`` (bin units, (N, H, W, 3)) as this decoder would round
-    ``levels`` perturbed by :data:`LEVEL_PERTURBATION` (copies; the device's when it is off)."""
+def _perturbed_means(mean, levels, delta: float):
+    """(means, levels): ``mean`` (bin units, (N, H, W, 3)) as a decoder whose raw pixel levels
+    differ by up to ±127.5·``delta`` would round ``levels`` (copies; the device's when 0)."""
     mean = np.array(mean, np.float32, copy=True)
-    if LEVEL_PERTURBATION and levels is not None:
+    if delta and levels is not None:
         lv = np.asarray(levels, np.float32)
         u = np.random.default_rng(0x1E7E1).uniform(-1.0, 1.0, lv.shape)
-        moved = (lv.astype(np.float64) + 127.5 * LEVEL_PERTURBATION * u).astype(np.float32)
+        moved = (lv.astype(np.float64) + 127.5 * delta * u).astype(np.float32)
         mean += (np.round(moved) - np.round(lv)).astype(np.float32)
         return mean, moved
     return mean, levels
@@ -298,57 +353,14 @@ def _rounded_means(mean_hwc, levels_hwc, structure, offset, bound_exp, report):
     if n == 0:
         return mean_hwc
     shift = (rounded - np.round(lv).astype(np.float64)).astype(np.float32)
-    if report is not None:
-        report.hinted.append(("pixel levels", n))
+    report.hinted.append(("pixel levels", n))
     return mean_hwc + from_coder_order(shift, mean_hwc.shape)
-
-
-def _perturbed(idx_hwc, scales_hwc, tables, which: int):
-    """(indexes, raw scales) of one string, flat in coder order — with :data:`SCALE_PERTURBATION`
-    applied (the indexes then recomputed on the host, bit-identical to the device rule)."""
-    idx = to_coder_order(idx_hwc)
-    sc = to_coder_order(scales_hwc, np.float32)
-    if SCALE_PERTURBATION:
-        u = np.random.default_rng([0x5CA1E, which]).uniform(-1.0, 1.0, sc.size)
-        sc = (sc.astype(np.float64) * (1.0 + SCALE_PERTURBATION * u)).astype(np.float32)
-        idx = tables.build_indexes(sc).astype(np.int32)
-    return idx, sc
-
-
-def _decode_hinted(string, structure, offset, indexes, scales, tables, bound_exp, report, what,
-                   expected_crc):
-    """Decode a string of a file with portable-index hints: the indexes corrected by the hints,
-    then the symbol checksum — exact by construction within the file's bound, else an error."""
-    fixed, n = hints.apply_hints(structure, offset, scales, indexes, tables, bound_exp)
-    if n and report is not None:
-        report.hinted.append((what, n))
-    try:
-        out = coder.decode(string, fixed, tables, verify=True)
-        if expected_crc is not None and symbols_crc(out) != expected_crc:
-            raise BitstreamError("decoded symbols do not match the encoder's checksum")
-    except BitstreamError as e:
-        raise BitstreamError(
-            f"{what}: {e} — with this file's portable-index hints, which cover decoders whose "
-            f"prior scales lie within {hints.bound(bound_exp):.2g} (relative) of the encoder's: "
-            "this decoder's floats differ more, or the file is corrupt") from None
-    return out
-
-
-def image_crc(image) -> int:
-    """CRC32 of an (H, W, 3) image in [0, 1] as 8-bit values (HWC, row-major)."""
-    import zlib
-    from lvae_jax.image import to_uint8
-    return zlib.crc32(np.ascontiguousarray(to_uint8(image)).tobytes())
-
-
-def _crc_of(item: EncodedImage, i: int):
-    crcs = item.symbol_crcs
-    return None if crcs is None or i >= len(crcs) else crcs[i]
 
 
 def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray, tables,
                          report: DecodeReport | None = None, what: str = "latent",
-                         expected_crc: int | None = None) -> np.ndarray:
+                         expected_crc: int | None = None,
+                         near_boundary: float | None = None) -> np.ndarray:
     """Decode one string, making sure the table indexes are the encoder's.
 
     A table index is a threshold on a float32 prior scale; the encoder (another device, or the
@@ -358,10 +370,13 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
     re-encode to itself with one symbol changed. So: decode with re-encoding verification and, when
     ``expected_crc`` (the encoder's :func:`~lvae_jax.entropy.coder.symbols_crc`, stored by
     lvae-jax's container) is known, compare the symbols' CRC. On a mismatch, retry with the indexes
-    of scales within :data:`NEAR_BOUNDARY` of a threshold flipped (singly, then in pairs, at most
+    of scales within ``near_boundary`` (default :data:`~lvae_jax.entropy.tables.NEAR_BOUNDARY`)
+    of a threshold flipped (singly, then in pairs, at most
     :data:`MAX_FLIP_TRIALS`). Without ``expected_crc`` (official files) a silent flip cannot be
     excluded; a note then says how many scales were at risk. ``indexes``/``scales``: flat, in coder
     order."""
+    near_boundary = NEAR_BOUNDARY if near_boundary is None else near_boundary
+
     def attempt(idx):
         out = coder.decode(string, idx, tables, verify=True)
         if expected_crc is not None and symbols_crc(out) != expected_crc:
@@ -371,14 +386,14 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
     try:
         out = attempt(indexes)
         if expected_crc is None and report is not None:
-            at_risk = int(np.sum(_near_boundary(scales, tables)[0] < NEAR_BOUNDARY))
+            at_risk = int(np.sum(_near_boundary(scales, tables)[0] < near_boundary))
             if at_risk:
                 report.at_risk[what] = at_risk
         return out
     except BitstreamError as first:
         error = first
     rel, flip = _near_boundary(scales, tables)
-    n_near = int(np.sum(rel < NEAR_BOUNDARY))
+    n_near = int(np.sum(rel < near_boundary))
     if n_near == 0:
         raise BitstreamError(f"{what}: {error} — no prior scale lies near a table boundary, so this is "
                              "not a cross-implementation index flip: the file is corrupt or was "
@@ -386,7 +401,7 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
     cap = max(MIN_FLIP_CANDIDATES, int(MAX_FLIP_CANDIDATE_SHARE * rel.size))
     if n_near > cap:
         raise BitstreamError(f"{what}: {error} — {n_near} of {rel.size} prior scales lie within "
-                             f"{NEAR_BOUNDARY:g} of a table boundary (more than {cap}): not a "
+                             f"{near_boundary:g} of a table boundary (more than {cap}): not a "
                              "cross-implementation index flip; the file is corrupt, forged or "
                              "was written by another model") from None
     cand = np.argpartition(rel, n_near - 1)[:n_near] if n_near < rel.size else np.arange(rel.size)
@@ -414,7 +429,7 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
         if report is not None:
             report.flips.append((what, len(combo), float(rel[list(combo)].max())))
         return out
-    raise BitstreamError(f"{what}: {error} — {n_near} prior scales lie within {NEAR_BOUNDARY:g} of a "
+    raise BitstreamError(f"{what}: {error} — {n_near} prior scales lie within {near_boundary:g} of a "
                          "table boundary and no combination of flipped indexes decodes: the encoder's "
                          "floats differ too much, or the file is corrupt") from None
 
@@ -422,5 +437,4 @@ def decode_latent_robust(string: bytes, indexes: np.ndarray, scales: np.ndarray,
 def _near_boundary(scales, tables):
     """Per raw scale: relative distance to the nearest reachable index threshold, and the index
     change (±1) that crossing it means (:func:`lvae_jax.entropy.tables.nearest_threshold`)."""
-    from lvae_jax.entropy.tables import nearest_threshold
     return nearest_threshold(scales, tables.scale_table, tables.bound)

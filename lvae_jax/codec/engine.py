@@ -8,13 +8,15 @@ the next prior, and decode its symbols on the host.
 All arrays crossing to the host are NHWC; :func:`to_coder_order` flattens them per image in the
 official NCHW (C, H, W) order, which the bitstreams depend on.
 
-The encoding pass is one jitted program per image size. The decoder runs block by block
+The encoding pass is one jitted program per image size (run by
+:data:`~lvae_jax.models.runners.DIRECT`). The decoder runs block by block
 (:class:`~lvae_jax.models.piecewise.Piecewise`): one compiled executable per distinct block
 structure and input shape, the weights as arguments, compiled on a thread pool before the first
-image of a size; that nearly halves a decode's first call (qarv_base, 512×768, CPU: 12.5 -> 7.6 s)
-where the previous one-program-per-latent-step decoder compiled every step's blocks again. The
-encoder stays whole: block by block it measured 2.12 s against 1.79 s and compiled no faster
-(docs/benchmarks.md).
+image of a size — a first decode compiles far less than one program per latent step would, and
+the encoder stays whole because XLA runs it faster that way (figures: docs/benchmarks.md).
+
+The engine is given its coder tables (:func:`lvae_jax.entropy.tables.tables_for`) by the
+:class:`~lvae_jax.codec.core.StringCoder` that owns them.
 """
 
 from __future__ import annotations
@@ -31,11 +33,7 @@ from lvae_jax import numerics
 from lvae_jax.entropy import tables as T
 from lvae_jax.models import inference
 from lvae_jax.models.piecewise import Piecewise
-from lvae_jax.models.vae import direct
-
-#: Which scale table each model family's latents use (the official update() of each block).
-LATENT_TABLE = {"qres": "qres_latent", "qarv": "qarv_latent"}
-PIXEL_TABLE = "lossless_pixel"
+from lvae_jax.models.runners import DIRECT
 
 
 class CodecUnsupported(ValueError):
@@ -100,37 +98,34 @@ def _jitted(fn, **static):
     return jax.jit(functools.partial(fn, **static))
 
 
-class _Whole:
-    """Blocks and functions run in the caller's trace (inside one jitted program): the ``run``
-    of a pass compiled whole, beside :class:`~lvae_jax.models.piecewise.Piecewise`."""
-
-    __call__ = staticmethod(direct)
-
-    @staticmethod
-    def call(fn, *args):
-        return fn(*args)
-
-
-WHOLE = _Whole()
+def check_codable(config) -> None:
+    """Raise :class:`CodecUnsupported` for a model without an entropy coder (rd_model_base)."""
+    if config.family not in T.LATENT_TABLE:
+        raise CodecUnsupported(f"{config.name} ({config.family}) has no entropy coder: it estimates "
+                               "R(D) and samples its latents; use qres34m, qres17m, "
+                               "qres34m_lossless or qarv_base")
 
 
 class CodecEngine:
     """Encode/decode passes of one model: encoding one jitted program per image size, decoding
     block by block (:mod:`lvae_jax.models.piecewise`). ``model``: a loaded
-    :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV)."""
+    :class:`~lvae_jax.models.HierarchicalVAE` (QRes or QARV); ``latent_tables`` /
+    ``pixel_tables``: its coder tables (the pixel tables for the lossless model);
+    ``near_boundary``: the relative band around a table threshold counted as at risk;
+    ``precision``: the matmul precision of the passes (:data:`lvae_jax.numerics.CODEC_PRECISION`
+    unless a benchmark measures another — files coded otherwise may not decode elsewhere)."""
 
-    def __init__(self, model, near_boundary: float = 1e-5):
+    def __init__(self, model, latent_tables, pixel_tables=None, *,
+                 near_boundary: float = T.NEAR_BOUNDARY,
+                 precision: str = numerics.CODEC_PRECISION):
         cfg = model.config
-        self.near_boundary = float(near_boundary)
-        if cfg.family not in LATENT_TABLE:
-            raise CodecUnsupported(f"{cfg.name} ({cfg.family}) has no entropy coder: it estimates R(D) "
-                                   "and samples its latents; use qres34m, qres17m, qres34m_lossless or qarv_base")
+        check_codable(cfg)
+        self.near_boundary, self.precision = float(near_boundary), precision
         self.model = model
         self.config = cfg
         self.graphdef, self.state = nnx.split(model)
         self.pieces = Piecewise(model)
-        self.latent_tables = T.get_tables(LATENT_TABLE[cfg.family])
-        self.pixel_tables = T.get_tables(PIXEL_TABLE) if model.lossless else None
+        self.latent_tables, self.pixel_tables = latent_tables, pixel_tables
         self._latent_table = jnp.asarray(self.latent_tables.scale_table)
         # the decoder's small functions, run (and warmed) like its blocks
         self._latent_indexes = _jitted(_indexes, bound=self.latent_tables.bound)
@@ -142,8 +137,7 @@ class CodecEngine:
         self.num_latents = model.num_latents
         self._warmed: set = set()
         # The encoding pass is one program per image size: XLA runs it faster whole than block
-        # by block (qarv_base, 512×768, CPU: the encoder alone 1.79 s vs 2.12 s) for about the
-        # same compile time.
+        # by block, for about the same compile time (docs/benchmarks.md).
         graphdef = self.graphdef
         self._encode = jax.jit(lambda state, im, lmb: self._encode_pass(
             nnx.merge(graphdef, state), im, lmb))
@@ -158,7 +152,7 @@ class CodecEngine:
         """The λ embedding (N, embed_dim) of a variable-rate model, or None."""
         if not self.config.variable_rate:
             return None
-        return model.embed(model.lmb_array(lmb, n), apply=run)
+        return model.embed(model.lmb_array(lmb, n), run)
 
     def _pixel_head(self, model, run, feature):
         """Lossless head: (mean, scale, indexes) in bin units and the raw levels
@@ -172,7 +166,7 @@ class CodecEngine:
         """The device side of :meth:`encode`, traced as one program: (symbols, indexes, scales,
         at-risk counts per latent; the lossless pixel symbols, indexes, scales and levels or
         Nones)."""
-        cfg, run = self.config, WHOLE
+        cfg, run = self.config, DIRECT
         n, h, w, _ = im.shape
         s = cfg.max_stride
         emb = self._embed(model, run, lmb, n)
@@ -198,7 +192,7 @@ class CodecEngine:
 
     def encode(self, im: np.ndarray, lmb=None) -> EncodedLatents:
         """One pass over a batch. im: (N, H, W, 3) float32 in [0, 1], H, W multiples of 64."""
-        with jax.default_matmul_precision(numerics.CODEC_PRECISION):
+        with jax.default_matmul_precision(self.precision):
             out = self._encode(self.state, jnp.asarray(im, jnp.float32), lmb)
         symbols, indexes, scales, risks, pixel = jax.device_get(out)
         opt = lambda a: None if a is None else np.asarray(a)  # noqa: E731
@@ -218,13 +212,12 @@ class CodecEngine:
         feature = model.initial_feature(n, h, w)
         z = None
         for i in range(self.num_latents):
-            feature, pm, pv = inference.decode_step(model, i, feature, z, emb, apply=run)
+            feature, pm, pv = inference.decode_step(model, i, feature, z, emb, run)
             z = choose(i, pm, pv, run.call(self._latent_indexes, pv, self._latent_table))
-        feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, apply=run),
-                             emb, apply=run)
+        feature = model.tail(model.fuse_step(self.num_latents - 1, feature, z, emb, run), emb, run)
         if model.lossless:
             return self._pixel_head(model, run, feature)
-        return run.call(self._output, model.mean_output(feature, apply=run))
+        return run.call(self._output, model.mean_output(feature, run))
 
     def decode(self, latent_grid: tuple[int, int, int], lmb, decode_latent,
                decode_pixels=None) -> np.ndarray:
@@ -246,7 +239,7 @@ class CodecEngine:
             pm, pv, idx = (np.asarray(a) for a in jax.device_get((pm, pv, idx)))
             return jnp.asarray(decode_latent(i, pm, pv, idx), jnp.float32)
 
-        with jax.default_matmul_precision(numerics.CODEC_PRECISION):
+        with jax.default_matmul_precision(self.precision):
             # the plan: the same pass with the prior mean standing in for each decoded latent
             self._warm(("decode", grid, lmb is None),
                        lambda: self._decode_pass(grid, lmb, lambda i, pm, pv, idx: pm))

@@ -25,7 +25,11 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from lvae_jax.entropy.coder import BitstreamError
+import numpy as np
+
+from lvae_jax.entropy.coder import BitstreamError, as_bytes
+from lvae_jax.limits import (MAX_PIXELS, MAX_SIDE, ResourceLimitError, activation_bytes,
+                             check_dimensions, format_gib, memory_limit)
 
 MAGIC = b"LVAT"
 VERSION = 1
@@ -97,7 +101,6 @@ def tiled_bytes(config, image_size, tile_size) -> int:
     """Estimated peak bytes of coding an image of ``image_size`` in tiles of ``tile_size``: one
     tile's activations (:func:`lvae_jax.limits.activation_bytes`) plus the image as float32 and
     as uint8 (input or output)."""
-    from lvae_jax.limits import activation_bytes
     h, w = image_size
     return activation_bytes(config, *tile_size) + h * w * 3 * (4 + 1)
 
@@ -109,7 +112,6 @@ def choose_tile(config, image_size, limit: int | None = None,
     ``max_side`` and the whole image fits, else the largest square tiles of at most ``max_side``
     that fit, equalised over the rows and columns they need. Raises
     :class:`~lvae_jax.limits.ResourceLimitError` when not even :data:`MIN_TILE` tiles fit."""
-    from lvae_jax.limits import ResourceLimitError, activation_bytes, memory_limit
     limit = memory_limit() if limit is None else int(limit)
     h, w = image_size
     s = config.max_stride
@@ -134,7 +136,6 @@ def choose_tile(config, image_size, limit: int | None = None,
 def check_tiled(config, image_size, tile_size, what: str = "image") -> None:
     """Raise :class:`~lvae_jax.limits.ResourceLimitError` unless coding ``image_size`` in tiles of
     ``tile_size`` is within the side, pixel and memory limits."""
-    from lvae_jax.limits import ResourceLimitError, _gib, check_dimensions, memory_limit
     h, w = image_size
     check_dimensions(h, w, what)
     check_dimensions(*tile_size, what=f"{what} (tile)")
@@ -143,8 +144,8 @@ def check_tiled(config, image_size, tile_size, what: str = "image") -> None:
     if limit > 0 and need > limit:
         th, tw = tile_size
         raise ResourceLimitError(
-            f"{what}: {w}×{h} in tiles of {tw}×{th} would need about {_gib(need)} with "
-            f"{config.name} (estimate), more than the {_gib(limit)} allowed; allow more with "
+            f"{what}: {w}×{h} in tiles of {tw}×{th} would need about {format_gib(need)} with "
+            f"{config.name} (estimate), more than the {format_gib(limit)} allowed; allow more with "
             "--max-memory SIZE or LVAE_MAX_MEMORY=SIZE (0 = no check), or use smaller tiles")
 
 
@@ -177,8 +178,7 @@ def read_tiled_header(data) -> TiledHeader:
     """Parse and validate the header alone (sizes against :mod:`lvae_jax.limits`, the tile grid
     against the tile count) — nothing is allocated in proportion to what it claims before this
     returns."""
-    from lvae_jax.limits import MAX_PIXELS, MAX_SIDE
-    data = memoryview(data).cast("B")
+    data = memoryview(as_bytes(data)).cast("B")
     if bytes(data[:4]) != MAGIC:
         _fail("bad magic")
     if len(data) < _HEAD.size:
@@ -245,13 +245,13 @@ def read_tiled(data) -> tuple[TiledHeader, list[bytes]]:
 
 
 def is_tiled(data) -> bool:
-    return bytes(memoryview(data).cast("B")[:4]) == MAGIC
+    """Whether ``data`` starts with the tiled file's magic."""
+    return bytes(memoryview(as_bytes(data)).cast("B")[:4]) == MAGIC
 
 
 def padded_tile(image, tile_size, k: int):
     """Tile ``k`` (row-major) of ``tile_size`` of ``image`` (H, W, C), padded by edge
     replication to the full tile size."""
-    import numpy as np
     rs, cs = tile_region(image.shape[:2], tile_size, k)
     t = image[rs, cs]
     th, tw = tile_size

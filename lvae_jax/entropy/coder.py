@@ -270,6 +270,17 @@ def symbols_crc(symbols) -> int:
     return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
 
 
+def as_bytes(data) -> bytes:
+    """``bytes`` of a bytes-like object (bytes, bytearray, memoryview, uint8 array); anything
+    else (notably an int, which ``bytes()`` would turn into zeros) is a :class:`BitstreamError`."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return memoryview(data).cast("B").tobytes()
+    except TypeError:
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}") from None
+
+
 def check_stream(data) -> bytes:
     """Structural checks of one coder string before it reaches the C++ decoder; returns bytes."""
     try:

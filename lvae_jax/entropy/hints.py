@@ -111,7 +111,8 @@ def _slots(keys: np.ndarray, seed: int, seg: int) -> np.ndarray:
     return out
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """The LEB128 varint of ``n`` (inverse of :func:`read_varint`)."""
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -154,7 +155,7 @@ def build(keys, bits) -> bytes:
         a, b, c = slots[key_i]
         table[slot] = 0
         table[slot] = bits[key_i] ^ table[a] ^ table[b] ^ table[c]
-    return bytes([seed]) + _varint(seg) + np.packbits(table, bitorder="little").tobytes()
+    return bytes([seed]) + varint(seg) + np.packbits(table, bitorder="little").tobytes()
 
 
 def _peel(slots: np.ndarray, m: int):

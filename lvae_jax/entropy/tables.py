@@ -45,6 +45,10 @@ from lvae_jax.entropy import coder
 #: ``EntropyModel``/``GaussianConditional`` defaults used by every official model.
 TAIL_MASS = 1e-9
 PRECISION = coder.PRECISION
+#: Relative distance of a prior scale to a table threshold below which its index may differ
+#: between two correct float32 implementations (docs/cross_implementation.md): the band the
+#: encoder counts as "at risk" and the decoder searches for flipped indexes.
+NEAR_BOUNDARY = 1e-5
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,19 @@ def get_tables(name: str) -> CoderTables:
     table = official_scale_table(name)
     bound = float(np.float32(spec.bound)) if spec.bound is not None else float(table[0])
     return CoderTables(name, table, bound, spec.cdf_form, cdf_tables_for(table, spec.cdf_form))
+
+
+#: Which scale table each model family's latents use (the official ``update()`` of each block);
+#: the lossless pixel head's table.
+LATENT_TABLE = {"qres": "qres_latent", "qarv": "qarv_latent"}
+PIXEL_TABLE = "lossless_pixel"
+
+
+def tables_for(config) -> tuple[CoderTables, CoderTables | None]:
+    """(latent tables, pixel tables or None) of a model configuration with an entropy coder
+    (``config.family`` in :data:`LATENT_TABLE`)."""
+    latent = get_tables(LATENT_TABLE[config.family])
+    return latent, (get_tables(PIXEL_TABLE) if config.lossless else None)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,14 +24,14 @@ the portable-index hints of a version-2 container).
 λ (``lambdas_for``): a variable-rate model (QARV) takes the given list, or ``num`` values
 ``exp(linspace(log lo, log hi, num))`` over its range (``eval-var-rate.py``: 16 values over
 [16, 2048]; the float32 numbers of ``torch.linspace(...).exp()``, see
-:func:`lvae_jax.generative.rd_curve.lambda_grid`). A fixed-rate model (QRes) gives one point at the
+:func:`lvae_jax.models.lambdas.lambda_grid`). A fixed-rate model (QRes) gives one point at the
 λ it was trained for; several model directories (one per λ, as ``eval-fix-rate.py`` loads one
 checkpoint per λ) give one point each. The lossless QRes model has no RD curve (its PSNR is
 infinite): :class:`LosslessResult` holds the bpp and whether every image came back exactly.
 
 **Estimated rates** (:func:`estimate`, ``python -m eval estimate``): no coder, the eval-mode
 forward pass. Variable-rate models (QARV, rd_model_base) go through
-:func:`lvae_jax.generative.rd_curve.estimate_rd_curve` (the official ``self_evaluate`` /
+:func:`lvae_jax.evaluation.estimate.estimate_rd_curve` (the official ``self_evaluate`` /
 ``rd/evaluate.py`` protocols; rd_model_base samples its latents, so it needs a PRNG key). A
 fixed-rate QRes model gives one point: ``bpp = Σ −log2 P(latents) / pixels`` (+ the pixel NLL for
 the lossless model), PSNR of the eval reconstruction; ``pixels`` is the original H·W (default, like
@@ -53,15 +53,23 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from lvae_jax.codec.api import Codec
+from lvae_jax.codec.engine import CodecUnsupported
+from lvae_jax.codec.formats import OUTPUT_FORMATS
 from lvae_jax.evaluation import metrics
+from lvae_jax.evaluation.estimate import (BPP_PIXELS, EstimateError, estimate_points,
+                                          estimate_rd_curve)
 from lvae_jax.files import atomic_write_bytes
 from lvae_jax.evaluation.images import EvalImage
 from lvae_jax.evaluation.rd_json import RDCurve
+from lvae_jax.image import padded_size, to_uint8
 from lvae_jax.models import lambdas as L
 
-#: File layouts for ``evaluate_bitstreams`` (see the module docstring).
-FORMATS = ("official", "lvae")
+#: File layouts for ``evaluate_bitstreams`` (see the module docstring; the official layout first,
+#: the default, so that the bpp is comparable with the official result files).
+FORMATS = tuple(sorted(OUTPUT_FORMATS, key=lambda f: f != "official"))
 
 
 class EvalError(ValueError):
@@ -204,7 +212,6 @@ def _size_groups(images: Iterable[EvalImage], stride: int,
                  batch_size: int) -> Iterator[list[tuple[int, EvalImage]]]:
     """(index, image) groups of at most ``batch_size`` images with one padded size; a group is
     yielded as soon as it is full, so at most (sizes × batch_size) images are held at once."""
-    from lvae_jax.image import padded_size
     pending: dict[tuple[int, int], list] = {}
     for i, im in enumerate(images):
         h, w = im.pixels.shape[:2]
@@ -219,34 +226,16 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
-def decode_files(codec, files: Sequence[bytes]):
-    """Decode files of one padded image size in one batched device pass (the batch form of
-    :func:`lvae_jax.codec.api.decompress`: the same parsing, model check and verified decoding).
-    Returns (images cropped to their sizes, float32 [0, 1]; parsed files; decode notes)."""
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import DecodeReport
-    parsed = [api.parse(d) for d in files]
-    for p in parsed:
-        api.check_model(codec, p)
-    if len({tuple(p.grid) for p in parsed}) != 1 or len({p.lmb for p in parsed}) != 1:
-        raise EvalError("decode_files: files of one latent grid and one λ only")
-    items = [p.encoded() for p in parsed]
-    report = DecodeReport()
-    out = codec.decode(items, parsed[0].lmb, report=report)
-    images = [x[:p.image_size[0], :p.image_size[1]] for x, p in zip(out, parsed)]
-    return images, parsed, report.notes()
-
-
 def _image_record(im: EvalImage, data: bytes, parsed, decoded: np.ndarray, lossless: bool,
                   with_ms_ssim: bool) -> dict:
-    from lvae_jax.image import to_uint8
     h, w = im.pixels.shape[:2]
     if decoded.shape != im.pixels.shape:
         raise RuntimeError(f"{im.name}: decoded {decoded.shape}, expected {im.pixels.shape}")
-    payload = sum(len(s) for s in parsed.latents) + len(parsed.pixels or b"")
+    enc = parsed.encoded
+    payload = sum(len(s) for s in enc.latents) + len(enc.pixels or b"")
     rec: dict[str, Any] = {"image": im.name, "height": h, "width": w, "bytes": len(data),
                            "header_bytes": len(data) - payload, "bpp": 8.0 * len(data) / (h * w),
-                           "hint_bytes": len(parsed.hints or b"")}
+                           "hint_bytes": len(enc.checks.hints or b"")}
     if lossless:
         rec["bpsp"] = rec["bpp"] / 3.0
         rec["exact"] = bool(np.array_equal(to_uint8(decoded), im.pixels))
@@ -261,39 +250,151 @@ def _image_record(im: EvalImage, data: bytes, parsed, decoded: np.ndarray, lossl
     return rec
 
 
-def evaluate_bitstreams(models, images: Iterable[EvalImage], lambdas: Sequence[float] | None = None,
-                        *, num_lambdas: int | None = None, lmb_range: Sequence[float] | None = None,
-                        fmt: str = "official", with_ms_ssim: bool = False, batch_size: int = 4,
-                        name: str | None = None, test_set: str | None = None,
-                        keep_dir=None, num_images: int | None = None, progress: bool = False,
-                        log: Callable[[str], None] | None = None) -> RDCurve | LosslessResult:
+@dataclass(frozen=True)
+class RDOptions:
+    """How :func:`evaluate_bitstreams` runs. ``lambdas`` / ``num_lambdas`` / ``lmb_range``: λ of a
+    variable-rate model (:func:`lambdas_for`; default: 16 over its range). ``fmt``:
+    ``"official"`` or ``"lvae"``. ``batch_size``: images of one padded size per device pass
+    (encoding and decoding). ``keep_dir``: also write every file there
+    (``NN-lmbX/IIII_name.bits``; recorded per image as ``file``). ``num_images``: the count, for
+    the progress bar (``progress``: a tqdm bar on stderr). ``log``: receives notes (image
+    conversions, decoder notes)."""
+    lambdas: Sequence[float] | None = None
+    num_lambdas: int | None = None
+    lmb_range: Sequence[float] | None = None
+    fmt: str = "official"
+    with_ms_ssim: bool = False
+    batch_size: int = 4
+    name: str | None = None
+    test_set: str | None = None
+    keep_dir: Any = None
+    num_images: int | None = None
+    progress: bool = False
+    log: Callable[[str], None] | None = None
+
+
+def evaluate_bitstreams(models, images: Iterable[EvalImage],
+                        options: RDOptions = RDOptions()) -> RDCurve | LosslessResult:
     """RD evaluation from real bitstreams (see the module docstring).
 
     ``models``: one model or a list (one variable-rate model, or fixed-rate QRes models giving one
-    point each). ``images``: EvalImages, read once. ``lambdas`` / ``num_lambdas`` /
-    ``lmb_range``: λ of a variable-rate model (:func:`lambdas_for`; default: 16 over its range).
-    ``fmt``: ``"official"`` or ``"lvae"``. ``batch_size``: images of one padded size per device
-    pass (encoding and decoding). ``keep_dir``: also write every file there
-    (``NN-lmbX/IIII_name.bits``; recorded per image as ``file``). ``num_images``: the count, for
-    the progress bar (``progress``: a tqdm bar on stderr). ``log``: receives notes (image
-    conversions, decoder notes).
-
-    Returns an :class:`RDCurve` (``lambdas``, ``bpp``, ``mse``, ``psnr``, optional ``ms-ssim``,
-    ``extra["per-image"]``: per point, one record per image) or, for the lossless model, a
-    :class:`LosslessResult`.
+    point each). ``images``: EvalImages, read once. Returns an :class:`RDCurve` (``lambdas``,
+    ``bpp``, ``mse``, ``psnr``, optional ``ms-ssim``, ``extra["per-image"]``: per point, one record
+    per image) or, for the lossless model, a :class:`LosslessResult`.
     """
-    from tqdm import tqdm
-
-    from lvae_jax.codec import api
-    from lvae_jax.codec.core import Codec
-    from lvae_jax.codec.engine import CodecUnsupported
-
     models = list(models) if isinstance(models, (list, tuple)) else [models]
-    check_model_set(models)
-    if fmt not in FORMATS:
-        raise EvalError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if batch_size < 1:
-        raise EvalError(f"batch size must be >= 1, got {batch_size}")
+    run = _BitstreamRun(models, options)
+    try:
+        for group in _size_groups(run.checked(images), models[0].config.max_stride,
+                                  options.batch_size):
+            run.code(group)
+    finally:
+        run.bar.close()
+    if run.count == 0:
+        raise EvalError("no images to evaluate")
+    return run.result()
+
+
+class _BitstreamRun:
+    """One :func:`evaluate_bitstreams`: its points (codec, λ), the records per point and image,
+    the notes, the progress bar."""
+
+    def __init__(self, models, o: RDOptions):
+        check_model_set(models)
+        if o.fmt not in FORMATS:
+            raise EvalError(f"format must be one of {FORMATS}, got {o.fmt!r}")
+        if o.batch_size < 1:
+            raise EvalError(f"batch size must be >= 1, got {o.batch_size}")
+        if models[0].lossless and o.with_ms_ssim:
+            raise EvalError("MS-SSIM of a lossless model is 1: evaluate it without MS-SSIM")
+        self.models, self.o = models, o
+        self.points = _points(models, o)
+        self.dirs = [f"{k:02d}-" + ("lossless" if p.label is None else f"lmb{p.label:.6g}")
+                     for k, p in enumerate(self.points)]
+        self.records: list[dict[int, dict]] = [{} for _ in self.points]
+        self.notes: list[str] = []
+        self.count = 0
+        total = None if o.num_images is None else o.num_images * len(self.points)
+        self.bar = tqdm(total=total, disable=not o.progress, file=sys.stderr, unit="image",
+                        desc=f"{_model_name(models)} rd", dynamic_ncols=True)
+
+    def note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+            if self.o.log is not None:
+                self.o.log(msg)
+
+    def checked(self, images):
+        """The images, their notes logged; MS-SSIM's minimum size checked first."""
+        for im in images:
+            for n in im.notes:
+                self.note(n)
+            if self.o.with_ms_ssim and min(im.pixels.shape[:2]) < metrics.ms_ssim_min_size():
+                raise EvalError(f"{im.name}: {im.pixels.shape[0]}×{im.pixels.shape[1]} is too "
+                                f"small for MS-SSIM (needs {metrics.ms_ssim_min_size()} pixels "
+                                "per side); evaluate without MS-SSIM")
+            yield im
+
+    def code(self, group) -> None:
+        """Compress and decompress one group of images (one padded size) at every point."""
+        self.count += len(group)
+        pixels = [im.pixels for _, im in group]
+        lossless = self.models[0].lossless
+        for k, p in enumerate(self.points):
+            files = p.codec.compress_batch(pixels, p.lmb, fmt=self.o.fmt)
+            decoded, parsed, dnotes = p.codec.decompress_batch(files)
+            for msg in dnotes:
+                self.note(f"{self.dirs[k]}: {msg}")
+            for (i, im), data, pf, x in zip(group, files, parsed, decoded):
+                rec = _image_record(im, data, pf, x, lossless, self.o.with_ms_ssim)
+                if self.o.keep_dir is not None:
+                    rec["file"] = self._keep(k, i, im, data)
+                self.records[k][i] = rec
+            self.bar.update(len(group))
+            if not self.bar.disable:
+                last = self.records[k][group[-1][0]]
+                self.bar.set_postfix_str(f"bpp {last['bpp']:.3f}" + (
+                    f" psnr {last['psnr']:.2f}" if "psnr" in last else ""))
+
+    def _keep(self, k: int, i: int, im, data: bytes) -> str:
+        suffix = ".lvae" if self.o.fmt == "lvae" else ".bits"
+        rel = Path(self.dirs[k]) / f"{i:04d}_{_safe_name(im.name)}{suffix}"
+        dst = Path(self.o.keep_dir) / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dst, data)
+        return rel.as_posix()
+
+    def result(self) -> RDCurve | LosslessResult:
+        cfg = self.models[0].config
+        meta = {**_run_meta(), "rate": "real bitstream: 8 x file bytes / (H x W), headers included",
+                "bitstream": _describe_format(self.o.fmt, cfg), "images": self.count,
+                "models": [m.config.name for m in self.models]}
+        if self.notes:
+            meta["notes"] = self.notes
+        name = self.o.name or _model_name(self.models)
+        per_point = [[self.records[k][i] for i in sorted(self.records[k])]
+                     for k in range(len(self.points))]
+        if self.models[0].lossless:
+            recs = per_point[0]
+            meta["header_bytes_mean"] = float(np.mean([r["header_bytes"] for r in recs]))
+            return LosslessResult(name, float(np.mean([r["bpp"] for r in recs])), recs,
+                                  test_set=self.o.test_set, exact=all(r["exact"] for r in recs),
+                                  meta=meta)
+        keys = ("bpp", "mse", "psnr") + (("ms-ssim",) if self.o.with_ms_ssim else ())
+        rows = []
+        for recs in per_point:
+            row = metrics.mean_stats([{k: r[k] for k in keys} for r in recs])
+            row["per-image"] = recs
+            rows.append(row)
+        meta["header_bytes_mean"] = [float(np.mean([r["header_bytes"] for r in recs]))
+                                     for recs in per_point]
+        return RDCurve.from_points(name, rows, test_set=self.o.test_set,
+                                   lambdas=[p.label for p in self.points], meta=meta)
+
+
+def _points(models, o: RDOptions) -> list[_Point]:
+    """The points of a run: one codec per λ of a variable-rate model, or one per fixed-rate
+    model (sorted by λ)."""
     for m in models:
         if m.config.family == "rd":
             raise EvalError(f"{m.config.name} has no entropy coder (it estimates R(D) by sampling "
@@ -302,95 +403,14 @@ def evaluate_bitstreams(models, images: Iterable[EvalImage], lambdas: Sequence[f
         codecs = [Codec(m) for m in models]
     except CodecUnsupported as e:
         raise EvalError(str(e)) from None
-    lossless = models[0].lossless
     cfg = models[0].config
     if cfg.variable_rate:
-        points = [_Point(codecs[0], codecs[0].check_lmb(l), l)
-                  for l in lambdas_for(cfg, lambdas, num_lambdas, lmb_range)]
-    else:
-        for m in models:
-            lambdas_for(m.config, lambdas, num_lambdas, lmb_range)      # refuses any λ choice
-        points = sorted((_Point(c, None, fixed_lambda(c.config)) for c in codecs),
-                        key=lambda p: -1.0 if p.label is None else p.label)
-    if with_ms_ssim and lossless:
-        raise EvalError("MS-SSIM of a lossless model is 1: evaluate it without MS-SSIM")
-    keep = Path(keep_dir) if keep_dir is not None else None
-    suffix = ".lvae" if fmt == "lvae" else ".bits"
-    point_dirs = [f"{k:02d}-" + ("lossless" if p.label is None else f"lmb{p.label:.6g}")
-                  for k, p in enumerate(points)]
-
-    records: list[dict[int, dict]] = [{} for _ in points]
-    notes: list[str] = []
-    count = 0
-    total = None if num_images is None else num_images * len(points)
-    bar = tqdm(total=total, disable=not progress, file=sys.stderr, unit="image",
-               desc=f"{_model_name(models)} rd", dynamic_ncols=True)
-
-    def note(msg):
-        if msg not in notes:
-            notes.append(msg)
-            if log is not None:
-                log(msg)
-
-    try:
-        def checked(images):
-            for im in images:
-                for n in im.notes:
-                    note(n)
-                if with_ms_ssim and min(im.pixels.shape[:2]) < metrics.ms_ssim_min_size():
-                    raise EvalError(f"{im.name}: {im.pixels.shape[0]}×{im.pixels.shape[1]} is too "
-                                    f"small for MS-SSIM (needs {metrics.ms_ssim_min_size()} pixels "
-                                    "per side); evaluate without MS-SSIM")
-                yield im
-
-        for group in _size_groups(checked(images), cfg.max_stride, batch_size):
-            count += len(group)
-            pixels = [im.pixels for _, im in group]
-            for k, p in enumerate(points):
-                files = api.compress_batch(p.codec, pixels, p.lmb, fmt)
-                decoded, parsed, dnotes = decode_files(p.codec, files)
-                for msg in dnotes:
-                    note(f"{point_dirs[k]}: {msg}")
-                for (i, im), data, pf, x in zip(group, files, parsed, decoded):
-                    rec = _image_record(im, data, pf, x, lossless, with_ms_ssim)
-                    if keep is not None:
-                        rel = Path(point_dirs[k]) / f"{i:04d}_{_safe_name(im.name)}{suffix}"
-                        (keep / rel).parent.mkdir(parents=True, exist_ok=True)
-                        atomic_write_bytes(keep / rel, data)
-                        rec["file"] = rel.as_posix()
-                    records[k][i] = rec
-                bar.update(len(group))
-                if not bar.disable:
-                    last = records[k][group[-1][0]]
-                    bar.set_postfix_str(f"bpp {last['bpp']:.3f}" + (
-                        f" psnr {last['psnr']:.2f}" if "psnr" in last else ""))
-    finally:
-        bar.close()
-    if count == 0:
-        raise EvalError("no images to evaluate")
-
-    meta = {**_run_meta(), "rate": "real bitstream: 8 x file bytes / (H x W), headers included",
-            "bitstream": _describe_format(fmt, cfg), "images": count,
-            "models": [m.config.name for m in models]}
-    if notes:
-        meta["notes"] = notes
-    name = name or _model_name(models)
-    per_point = [[records[k][i] for i in sorted(records[k])] for k in range(len(points))]
-    if lossless:
-        recs = per_point[0]
-        meta["header_bytes_mean"] = float(np.mean([r["header_bytes"] for r in recs]))
-        return LosslessResult(name, float(np.mean([r["bpp"] for r in recs])), recs,
-                              test_set=test_set, exact=all(r["exact"] for r in recs), meta=meta)
-    keys = ("bpp", "mse", "psnr") + (("ms-ssim",) if with_ms_ssim else ())
-    rows = []
-    for recs in per_point:
-        row = metrics.mean_stats([{k: r[k] for k in keys} for r in recs])
-        row["per-image"] = recs
-        rows.append(row)
-    meta["header_bytes_mean"] = [float(np.mean([r["header_bytes"] for r in recs]))
-                                 for recs in per_point]
-    return RDCurve.from_points(name, rows, test_set=test_set,
-                               lambdas=[p.label for p in points], meta=meta)
+        return [_Point(codecs[0], codecs[0].coder.check_lmb(l), l)
+                for l in lambdas_for(cfg, o.lambdas, o.num_lambdas, o.lmb_range)]
+    for m in models:
+        lambdas_for(m.config, o.lambdas, o.num_lambdas, o.lmb_range)      # refuses any λ choice
+    return sorted((_Point(c, None, fixed_lambda(c.config)) for c in codecs),
+                  key=lambda p: -1.0 if p.label is None else p.label)
 
 
 def _describe_format(fmt: str, config) -> str:
@@ -406,67 +426,84 @@ def _describe_format(fmt: str, config) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | None = None, *,
-             num_lambdas: int | None = None, lmb_range: Sequence[float] | None = None, key=None,
-             draws: int = 1, bpp_pixels: str | None = None, name: str | None = None,
-             test_set: str | None = None, num_images: int | None = None, progress: bool = False,
-             log: Callable[[str], None] | None = None) -> RDCurve | LosslessResult:
-    """Estimated-rate evaluation (no coder), for every model family.
+@dataclass(frozen=True)
+class EstimateRun:
+    """How :func:`estimate` runs: λ (``lambdas``, or ``num_lambdas`` values over ``lmb_range``;
+    defaults: the family's official protocol — QARV 8 values, rd_model_base 16 — over the model's
+    range), rd_model_base's ``key`` (required) and ``draws``, ``bpp_pixels`` (``"original"`` or
+    ``"padded"`` H·W; default: the protocol of the family, QRes original), the result's ``name``
+    and ``test_set``, ``num_images`` / ``progress`` (a tqdm bar on stderr) and ``log``."""
+    lambdas: Sequence[float] | None = None
+    num_lambdas: int | None = None
+    lmb_range: Sequence[float] | None = None
+    key: Any = None
+    draws: int = 1
+    bpp_pixels: str | None = None
+    name: str | None = None
+    test_set: str | None = None
+    num_images: int | None = None
+    progress: bool = False
+    log: Callable[[str], None] | None = None
 
-    The loop is :mod:`lvae_jax.evaluation.estimate`. Variable-rate models (one):
-    :func:`~lvae_jax.generative.rd_curve.estimate_rd_curve` at
-    ``lambdas``, or ``num_lambdas`` values over ``lmb_range`` (defaults: the family's official
-    protocol — QARV 8 values, rd_model_base 16 — over the model's range); ``key`` (a PRNG key) is
-    required for rd_model_base, ``draws`` averages its latent draws. Fixed-rate QRes models: one
-    point each. ``bpp_pixels``: ``"original"`` or ``"padded"`` H·W (default: the protocol of the
-    family; QRes: original). Returns an :class:`RDCurve` (``extra["per-image"]`` for QRes), or a
+
+def estimate(models, images: Iterable[EvalImage],
+             options: EstimateRun = EstimateRun()) -> RDCurve | LosslessResult:
+    """Estimated-rate evaluation (no coder), for every model family: a variable-rate model
+    (one) follows its family's official protocol
+    (:func:`lvae_jax.evaluation.estimate.estimate_rd_curve`), fixed-rate QRes models give one
+    point each. Returns an :class:`RDCurve` (``extra["per-image"]`` for QRes), or a
     :class:`LosslessResult` for the lossless model.
     """
-    from tqdm import tqdm
-
-    from lvae_jax.evaluation.estimate import BPP_PIXELS, EstimateError, estimate_points
-    from lvae_jax.generative.rd_curve import estimate_rd_curve
-
+    o = options
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     check_model_set(models)
-    if bpp_pixels is not None and bpp_pixels not in BPP_PIXELS:
-        raise EvalError(f"bpp_pixels must be one of {BPP_PIXELS}, got {bpp_pixels!r}")
-    cfg = models[0].config
+    if o.bpp_pixels is not None and o.bpp_pixels not in BPP_PIXELS:
+        raise EvalError(f"bpp_pixels must be one of {BPP_PIXELS}, got {o.bpp_pixels!r}")
     images = list(images)
     for im in images:
         for n in im.notes:
-            if log is not None:
-                log(n)
+            if o.log is not None:
+                o.log(n)
     if not images:
         raise EvalError("no images to evaluate")
     meta = {**_run_meta(), "images": len(images)}
-    name = name or _model_name(models)
+    name = o.name or _model_name(models)
+    if models[0].config.variable_rate:
+        return _estimate_variable_rate(models[0], images, o, name, meta)
+    return _estimate_fixed_rate(models, images, o, name, meta)
 
-    if cfg.variable_rate:
-        protocol = L.PROTOCOLS[cfg.family]
-        lmbs = lambdas_for(cfg, lambdas, num_lambdas, lmb_range, default_num=protocol.steps,
-                           spacing=protocol.spacing)
-        if cfg.family == "rd" and key is None:
-            raise EvalError(f"{cfg.name} samples its latents even in eval mode: pass a PRNG key")
-        if cfg.family != "rd" and draws != 1:
-            raise EvalError(f"{cfg.name}'s eval-mode rate is deterministic: draws must be 1")
-        bar = tqdm(total=len(images), disable=not progress, file=sys.stderr, unit="image",
-                   desc=f"{name} estimate ({len(lmbs)} λ)", dynamic_ncols=True)
-        try:
-            curve = estimate_rd_curve(models[0], images, lmbs, key=key if cfg.family == "rd" else None,
-                                      draws=draws, bpp_pixels=bpp_pixels, name=name,
-                                      test_set=test_set, progress=lambda _msg: bar.update(1))
-        finally:
-            bar.close()
-        curve.meta = {**meta, **curve.meta, "protocol": protocol.source}
-        return curve
 
-    lambdas_for(cfg, lambdas, num_lambdas, lmb_range)          # refuses any λ choice for QRes
-    if draws != 1:
+def _estimate_variable_rate(model, images, o: EstimateRun, name: str, meta: dict) -> RDCurve:
+    cfg = model.config
+    protocol = L.PROTOCOLS[cfg.family]
+    lmbs = lambdas_for(cfg, o.lambdas, o.num_lambdas, o.lmb_range, default_num=protocol.steps,
+                       spacing=protocol.spacing)
+    if cfg.family == "rd" and o.key is None:
+        raise EvalError(f"{cfg.name} samples its latents even in eval mode: pass a PRNG key")
+    if cfg.family != "rd" and o.draws != 1:
         raise EvalError(f"{cfg.name}'s eval-mode rate is deterministic: draws must be 1")
-    bpp_pixels = bpp_pixels or "original"
+    bar = tqdm(total=len(images), disable=not o.progress, file=sys.stderr, unit="image",
+               desc=f"{name} estimate ({len(lmbs)} λ)", dynamic_ncols=True)
+    try:
+        curve = estimate_rd_curve(model, images, lmbs, key=o.key if cfg.family == "rd" else None,
+                                  draws=o.draws, bpp_pixels=o.bpp_pixels, name=name,
+                                  test_set=o.test_set, progress=lambda _msg: bar.update(1))
+    except EstimateError as e:
+        raise EvalError(str(e)) from None
+    finally:
+        bar.close()
+    curve.meta = {**meta, **curve.meta, "protocol": protocol.source}
+    return curve
+
+
+def _estimate_fixed_rate(models, images, o: EstimateRun, name: str, meta: dict):
+    cfg = models[0].config
+    lambdas_for(cfg, o.lambdas, o.num_lambdas, o.lmb_range)          # refuses any λ choice for QRes
+    if o.draws != 1:
+        raise EvalError(f"{cfg.name}'s eval-mode rate is deterministic: draws must be 1")
+    bpp_pixels = o.bpp_pixels or "original"
     order = sorted(models, key=lambda m: fixed_lambda(m.config) or 0.0)
-    bar = tqdm(total=len(images) * len(order), disable=not progress, file=sys.stderr,
+    bar = tqdm(total=len(images) * len(order), disable=not o.progress, file=sys.stderr,
                unit="image", desc=f"{name} estimate", dynamic_ncols=True)
     try:
         per_point = [estimate_points(m, images, [None], bpp_pixels=bpp_pixels,
@@ -483,11 +520,11 @@ def estimate(models, images: Iterable[EvalImage], lambdas: Sequence[float] | Non
     if models[0].lossless:
         recs = per_point[0]
         return LosslessResult(name, float(np.mean([r["bpp"] for r in recs])), recs,
-                              test_set=test_set, meta=meta)
+                              test_set=o.test_set, meta=meta)
     rows = []
     for recs in per_point:
         row = metrics.mean_stats([{k: r[k] for k in ("bpp", "mse", "psnr")} for r in recs])
         row["per-image"] = recs
         rows.append(row)
-    return RDCurve.from_points(name, rows, test_set=test_set,
+    return RDCurve.from_points(name, rows, test_set=o.test_set,
                                lambdas=[fixed_lambda(m.config) for m in order], meta=meta)

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from lvae_jax import numerics
+from lvae_jax.models.runners import DIRECT, BlockRunner
 
 
 def prior_draw(quantized: bool, pm, pv, key, i: int, t):
@@ -46,14 +47,12 @@ def is_quantized(model, i: int) -> bool:
     return model.dec_blocks[model.latent_positions[i]].rate_rule == "quantized"
 
 
-def decode_step(model, i: int, feature, z_prev, emb, apply=None):
+def decode_step(model, i: int, feature, z_prev, emb, run: BlockRunner = DIRECT):
     """Fuse latent ``i − 1`` (``z_prev``; nothing when i = 0) and run the decoder to the prior of
-    latent i. -> (feature, pm, pv). ``apply``: how blocks run (default: in the caller's trace;
-    :class:`lvae_jax.models.piecewise.Piecewise`: one executable per block shape)."""
-    kw = {} if apply is None else {"apply": apply}
+    latent i. -> (feature, pm, pv). ``run``: how blocks run (:mod:`lvae_jax.models.runners`)."""
     if i > 0:
-        feature = model.fuse_step(i - 1, feature, z_prev, emb, **kw)
-    return model.prior_step(i, feature, emb, **kw)
+        feature = model.fuse_step(i - 1, feature, z_prev, emb, run)
+    return model.prior_step(i, feature, emb, run)
 
 
 class EvalOutput(NamedTuple):

@@ -9,9 +9,10 @@ weight shapes, input shapes), and every further block of a shape reuses it. The 
 operations in the same order; only the program boundaries move (tests/test_piecewise.py checks
 that the results are bit-identical to the traced whole).
 
-:class:`Piecewise` is the ``apply`` hook of :class:`~lvae_jax.models.vae.HierarchicalVAE`
-(``model.prior_step(i, feature, emb, apply=pieces)``); :meth:`Piecewise.call` runs any other
-jitted function (the codec's symbol and index computations) the same way. :meth:`Piecewise.warm`
+:class:`Piecewise` is a :class:`~lvae_jax.models.runners.BlockRunner` of
+:class:`~lvae_jax.models.vae.HierarchicalVAE` (``model.prior_step(i, feature, emb, run=pieces)``);
+:meth:`Piecewise.call` runs any other jitted function (the codec's symbol and index computations)
+the same way. :meth:`Piecewise.warm`
 traces a whole pass abstractly, collects the executables it will need and compiles the missing
 ones on a thread pool (XLA compiles outside the GIL), so that the first image of a size does not
 pay its compilations one after another. Compilations use JAX's persistent cache like any other.
@@ -48,8 +49,9 @@ def _specs(args):
 
 
 class Piecewise:
-    """Runs ``block.method(*args)`` as a compiled executable of the block's structure; the block's
-    state is split once. Hold it as long as the model: blocks are looked up by identity.
+    """A :class:`~lvae_jax.models.runners.BlockRunner`: runs ``block.method(*args)`` as a compiled
+    executable of the block's structure; the block's state is split once. Hold it as long as the
+    model: blocks are looked up by identity.
 
     ``workers``: threads for :meth:`warm` (default: the CPU count)."""
 

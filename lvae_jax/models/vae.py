@@ -13,9 +13,10 @@ The top-down pass is written once, as steps the sequential decoder can also call
 ``initial_feature`` -> for each latent i: ``prior_step(i)`` -> choose z -> ``fuse_step(i)`` ->
 ``tail``.
 
-Every block is invoked through one hook, ``apply(block, method, *args)`` (default :func:`direct`:
-in the caller's trace). The codec passes :class:`lvae_jax.models.piecewise.Piecewise`, which runs
-each block as its own compiled executable, shared by all blocks of one structure and input shape.
+Every block is invoked through one hook, a :class:`~lvae_jax.models.runners.BlockRunner`
+(``run=``; default :data:`~lvae_jax.models.runners.DIRECT`: in the caller's trace). The codec's
+decoder passes :class:`lvae_jax.models.piecewise.Piecewise`, which runs each block as its own
+compiled executable, shared by all blocks of one structure and input shape.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lvae_jax import numerics
 from lvae_jax.models import latents as L
 from lvae_jax.models import specs as S
 from lvae_jax.nn import blocks as B
+from lvae_jax.models.runners import DIRECT, BlockRunner
 from lvae_jax.nn.layers import KeyStream, Linear, constant
 
 
@@ -98,13 +100,8 @@ def build_block(spec, *, rngs: nnx.Rngs, num_latents: int = 1):
     raise ValueError(f"unknown block type {t!r}")
 
 
-def direct(block, method: str, *args):
-    """``block.method(*args)`` in the caller's trace: the default ``apply`` hook."""
-    return getattr(block, method)(*args)
-
-
-def _call(block, x, emb, apply=direct):
-    return apply(block, "__call__", x, emb) if block.requires_embedding else apply(block, "__call__", x)
+def _call(block, x, emb, run: BlockRunner = DIRECT):
+    return run(block, "__call__", x, emb) if block.requires_embedding else run(block, "__call__", x)
 
 
 def _width_of(spec) -> int:
@@ -206,10 +203,10 @@ class HierarchicalVAE(nnx.Module):
         lmb = jnp.asarray(lmb, jnp.float32)
         return jnp.broadcast_to(lmb.reshape(-1), (n,)) if lmb.size == 1 else lmb.reshape(n)
 
-    def embed(self, lmb: jax.Array | None, apply=direct) -> jax.Array | None:
-        return None if lmb is None else apply(self.lmb_embedding, "__call__", lmb)
+    def embed(self, lmb: jax.Array | None, run: BlockRunner = DIRECT) -> jax.Array | None:
+        return None if lmb is None else run(self.lmb_embedding, "__call__", lmb)
 
-    def encode(self, x: jax.Array, emb: jax.Array | None, apply=direct) -> dict:
+    def encode(self, x: jax.Array, emb: jax.Array | None, run: BlockRunner = DIRECT) -> dict:
         """Bottom-up pass on the preprocessed input. Returns the features the decoder reads:
         keyed by resolution H (QRes, rd: the last block at each resolution wins) or by tap name."""
         feats = {}
@@ -218,7 +215,7 @@ class HierarchicalVAE(nnx.Module):
             if isinstance(blk, B.Tap):
                 feats[blk.key] = x
                 continue
-            x = _call(blk, x, emb, apply)
+            x = _call(blk, x, emb, run)
             if not by_tap:
                 feats[x.shape[1]] = x
         return feats
@@ -227,33 +224,33 @@ class HierarchicalVAE(nnx.Module):
         """The learned constant ``bias`` broadcast to (N, h, w, width), h = H / max_stride."""
         return jnp.broadcast_to(self.bias[...], (n, h, w, self.bias.shape[0]))
 
-    def _run(self, feature, emb, lo: int, hi: int, apply=direct):
+    def _run(self, feature, emb, lo: int, hi: int, run: BlockRunner = DIRECT):
         for j in range(lo, hi):
-            feature = _call(self.dec_blocks[j], feature, emb, apply)
+            feature = _call(self.dec_blocks[j], feature, emb, run)
         return feature
 
-    def prior_step(self, i: int, feature, emb, apply=direct):
+    def prior_step(self, i: int, feature, emb, run: BlockRunner = DIRECT):
         """Run the decoder up to latent block i and its prior: -> (feature, pm, pv)."""
         lo = self.latent_positions[i - 1] + 1 if i > 0 else 0
-        feature = self._run(feature, emb, lo, self.latent_positions[i], apply)
-        return apply(self.dec_blocks[self.latent_positions[i]], "prior", feature, emb)
+        feature = self._run(feature, emb, lo, self.latent_positions[i], run)
+        return run(self.dec_blocks[self.latent_positions[i]], "prior", feature, emb)
 
-    def posterior(self, i: int, feature, enc_feats: dict, emb, apply=direct):
+    def posterior(self, i: int, feature, enc_feats: dict, emb, run: BlockRunner = DIRECT):
         blk = self.dec_blocks[self.latent_positions[i]]
         spec = self.config.dec_blocks[self.latent_positions[i]]
         key = spec.enc_key if self.config.family == "qarv" else feature.shape[1]
-        return apply(blk, "posterior", feature, enc_feats[key], emb)
+        return run(blk, "posterior", feature, enc_feats[key], emb)
 
-    def fuse_step(self, i: int, feature, z, emb, apply=direct):
-        return apply(self.dec_blocks[self.latent_positions[i]], "fuse", feature, z, emb)
+    def fuse_step(self, i: int, feature, z, emb, run: BlockRunner = DIRECT):
+        return run(self.dec_blocks[self.latent_positions[i]], "fuse", feature, z, emb)
 
-    def tail(self, feature, emb, apply=direct):
+    def tail(self, feature, emb, run: BlockRunner = DIRECT):
         """Blocks after the last latent: -> decoder output (QRes lossless: the head's input)."""
-        return self._run(feature, emb, self.latent_positions[-1] + 1, len(self.dec_blocks), apply)
+        return self._run(feature, emb, self.latent_positions[-1] + 1, len(self.dec_blocks), run)
 
-    def mean_output(self, feature, apply=direct):
+    def mean_output(self, feature, run: BlockRunner = DIRECT):
         """Reconstruction x̂ in [-1, 1] units from the decoder output (lossless: pixel mean)."""
-        return apply(self.head, "mean", feature) if self.lossless else feature
+        return run(self.head, "mean", feature) if self.lossless else feature
 
     # -- the top-down pass ----------------------------------------------------------------------
 
