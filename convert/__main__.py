@@ -1,8 +1,8 @@
-"""Convert official lossy-vae checkpoints to lvae-jax (Orbax) and back.
+"""Convert official lossy-vae checkpoints to lvae-jax model directories (Orbax) and back.
 
     python -m convert --torch-ckpt qarv_base-2022-dec-12.pt --out qarv_base_jax
     python -m convert --torch-ckpt qres34m-lmb64.pt            # λ read from the file name
-    python -m convert --from-orbax qarv_base_jax --to-torch qarv_base_roundtrip.pt
+    python -m convert --from-model qarv_base_jax --to-torch qarv_base_roundtrip.pt
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ ARGS = (
             help="convert weights that hold NaN/Inf (refused by default)"),
         title="official .pt -> lvae-jax"),
     group(
-        arg("--from-orbax", type=Path, help="lvae-jax model directory"),
+        arg("--from-model", "--from-orbax", dest="from_model", type=Path,
+            help="lvae-jax model directory (--from-orbax: its former name)"),
         arg("--to-torch", type=Path,
             help="output .pt ({'model': state_dict}, loads with strict=True)"),
         title="lvae-jax -> official .pt"),
@@ -52,32 +53,32 @@ ARGS = (
 
 def run(args) -> int:
     """Convert in the direction the arguments name."""
-    from lvae_jax.checkpoint.torch_io import (ConversionError, convert_orbax_to_torch,
-                                              convert_torch_to_orbax)
+    from lvae_jax.checkpoint.torch_io import (ConversionError, convert_model_to_torch,
+                                              convert_torch_to_model)
     if args.torch_ckpt is not None:
-        if args.from_orbax or args.to_torch:
-            raise UsageError("use either --torch-ckpt or --from-orbax/--to-torch")
+        if args.from_model or args.to_torch:
+            raise UsageError("use either --torch-ckpt or --from-model/--to-torch")
         out = args.out or Path(args.torch_ckpt.stem + "_jax")
         inside = Path(args.torch_ckpt).resolve().is_relative_to(Path(out).resolve())
         if inside and Path(out).exists():
             raise ConversionError(f"--out {out} holds the input {args.torch_ckpt}: refusing to "
                                   "replace it")
-        res = convert_torch_to_orbax(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
+        res = convert_torch_to_model(args.torch_ckpt, out, model=args.model, lmb=args.lmb,
                                      lmb_range=args.lmb_range, overwrite=args.overwrite,
                                      allow_nonfinite=args.allow_nonfinite)
         print(f"detected model: {res.config.name} {res.config.args}")
         for n in res.notes:
             print(f"note: {n}")
         print(f"wrote {res.out_dir}")
-    elif args.from_orbax is not None:
+    elif args.from_model is not None:
         if args.to_torch is None:
-            raise UsageError("--from-orbax needs --to-torch OUT.pt")
-        if Path(args.to_torch).resolve().is_relative_to(Path(args.from_orbax).resolve()):
+            raise UsageError("--from-model needs --to-torch OUT.pt")
+        if Path(args.to_torch).resolve().is_relative_to(Path(args.from_model).resolve()):
             raise ConversionError(f"--to-torch {args.to_torch} is inside the input "
-                                  f"{args.from_orbax}")
-        print(f"wrote {convert_orbax_to_torch(args.from_orbax, args.to_torch, overwrite=args.overwrite)}")
+                                  f"{args.from_model}")
+        print(f"wrote {convert_model_to_torch(args.from_model, args.to_torch, overwrite=args.overwrite)}")
     else:
-        raise UsageError("nothing to do: give --torch-ckpt X.pt or --from-orbax DIR --to-torch OUT.pt")
+        raise UsageError("nothing to do: give --torch-ckpt X.pt or --from-model DIR --to-torch OUT.pt")
     return 0
 
 

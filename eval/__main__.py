@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from lvae_jax.commands import CommandSet, UsageError, arg
+from lvae_jax.commands import CommandSet, UsageError, arg, model_arg
 
 EXAMPLES = """\
 examples:
@@ -235,12 +235,12 @@ SOURCE_ARGS = (
 
 #: Options of the commands that evaluate model directories.
 MODEL_ARGS = (
-    arg("--ckpt", action="append", required=True, metavar="DIR",
+    arg("--ckpt", action="append", metavar="DIR",
         help="model directory (lvae_model.json + params/, from python -m convert or training); "
              "repeat it for fixed-rate QRes models, one point per directory"),
     arg("images", metavar="IMAGES",
         help="folder of test images (recursive), or tfds:NAME for a prepared TFDS dataset"),
-    arg("--model", metavar="NAME", help="expected model name (an error if a DIR holds another)"),
+    model_arg(action="append"),
     arg("--lambdas", nargs="+", type=float, metavar="λ",
         help="λ values of a variable-rate model (within its trained range)"),
     arg("--num-lambdas", type=int, metavar="N",
@@ -280,7 +280,12 @@ def _load_models(args):
     from lvae_jax.evaluation.model_eval import load_models
     from lvae_jax.runtime import enable_compilation_cache
     enable_compilation_cache()
-    return load_models(args.ckpt, expect_name=args.model)
+    from lvae_jax.checkpoint.pretrained import model_dirs
+    dirs = model_dirs(args.ckpt, args.model)
+    if not dirs:
+        raise UsageError("give the models: --ckpt DIR (repeatable) or --model NAME (official "
+                         "weights, repeatable: --model qres34m-lmb16 --model qres34m-lmb64)")
+    return load_models(dirs)
 
 
 def _resolve_results(args) -> None:

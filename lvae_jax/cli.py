@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from lvae_jax.commands import CommandSet, arg, group
+from lvae_jax.commands import CommandSet, arg, group, model_arg
 
 
 def _before(args) -> None:
@@ -38,7 +38,7 @@ def _model_args(lmb_help: str | None = None) -> tuple:
         arg("--ckpt", metavar="DIR",
             help="model directory (from python -m convert or training); default: the embedded "
                  "demo model"),
-        arg("--model", metavar="NAME", help="expected model name (checked against DIR)"),
+        model_arg(),
         arg("--max-memory", metavar="SIZE",
             help="memory an image may need (e.g. 8G; 0 = no check; default 80%% of the "
                  "available memory, or LVAE_MAX_MEMORY); larger inputs are refused before "
@@ -49,15 +49,18 @@ def _model_args(lmb_help: str | None = None) -> tuple:
     return out
 
 
-def _load_codec(args):
+def model_dir(args) -> Path:
+    """The model directory of ``--ckpt`` / ``--model`` (official weights), else the demo model."""
     from lvae_jax.assets import demo_model_dir
-    from lvae_jax.checkpoint.orbax_io import CheckpointError, load_model, read_info
+    from lvae_jax.checkpoint.pretrained import model_dirs
+    dirs = model_dirs(args.ckpt, args.model)
+    return dirs[0] if dirs else demo_model_dir()
+
+
+def _load_codec(args):
+    from lvae_jax.checkpoint.model_dir import load_model
     from lvae_jax.codec.api import Codec
-    ckpt = args.ckpt or demo_model_dir()
-    name = read_info(ckpt)["config"]["name"]
-    if args.model and args.model != name:
-        raise CheckpointError(f"{ckpt} holds the model {name!r}, not {args.model!r}")
-    return Codec(load_model(ckpt))
+    return Codec(load_model(model_dir(args)))
 
 
 def _finite(args, *names) -> None:
@@ -255,6 +258,36 @@ def _decompress(args) -> int:
         frames = [codec.decompress(data, num_blocks=k, allow_partial=args.partial)
                   for k in range(res.blocks_decoded + 1)]
         print(f"wrote {save_strip(args.strip, frames)}")
+    return 0
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@command(
+    "models", "list the official models, their published files and which are cached",
+    arg("--fetch", nargs="+", metavar="NAME",
+        help="download and convert these now (e.g. for a machine that will run offline)"),
+)
+def _models(args) -> int:
+    """Each official model's published files (``--model`` names), and where each is cached."""
+    from lvae_jax.checkpoint.pretrained import model_table, models_dir, spec_dir
+    from lvae_jax.models.registry import MODELS, OFFICIAL_REPO
+    for spec in args.fetch or ():
+        print(f"{spec}: {spec_dir(spec)}")
+    rows = model_table()
+    print(f"official weights: https://huggingface.co/{OFFICIAL_REPO} (HF_ENDPOINT for a mirror); "
+          f"cache: {models_dir()}")
+    width = max(len(r["spec"]) for r in rows)
+    last = None
+    for r in rows:
+        if r["model"] != last:
+            print(f"\n{r['model']}: {MODELS[r['model']].description}")
+            last = r["model"]
+        default = f"(= {r['model']}, the official default)" if r["default"] and r["spec"] != r["model"] else ""
+        print(f"  {r['spec']:<{width}}  {r['path']:<34}  {'cached' if r['cached'] else '-':<6}  {default}".rstrip())
+    print("\nuse: --model NAME on compress, decompress, sample, inpaint, rd-curve, quickstart, "
+          "eval rd; train --weights NAME; in Python lvae_jax.get_model(name, pretrained=True)")
     return 0
 
 

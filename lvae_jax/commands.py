@@ -51,6 +51,16 @@ def group(*args: Arg | Group, title: str | None = None, exclusive: bool = False)
     return Group(title, args, exclusive)
 
 
+def model_arg(**kwargs: Any) -> Arg:
+    """``--model SPEC``, the same on every command that loads a model: an official model with its
+    official weights (:mod:`lvae_jax.checkpoint.pretrained`), or with ``--ckpt`` the model the
+    directory must hold."""
+    return arg("--model", metavar="NAME", **{"help": (
+        "an official model with its official weights (qarv_base, qres34m-lmb64, …; "
+        "`python -m lvae_jax models` lists them), downloaded and converted once; with --ckpt: "
+        "the model DIR must hold"), **kwargs})
+
+
 def add_arguments(parser, args: Sequence[Arg | Group]) -> None:
     """Add the declared arguments (and groups) to an argparse parser."""
     for a in args:

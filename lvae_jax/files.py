@@ -2,7 +2,7 @@
 
 Every file lvae-jax writes for a user (bitstreams, PNGs, JSON, plots) goes through
 :func:`atomic_file` / :func:`atomic_write_bytes` (model directories:
-:func:`lvae_jax.checkpoint.orbax_io.save_params`, the same scheme for a directory): the content is
+:func:`lvae_jax.checkpoint.model_dir.save_params`, the same scheme for a directory): the content is
 written to a temporary next to the destination, flushed to disk (``fsync``) and renamed over it in
 one step, so a kill, a full disk or an exception at any moment leaves the old file (or nothing) or
 the complete new one, never a truncated one. :func:`check_output` is the overwrite rule of the

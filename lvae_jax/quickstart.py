@@ -1,7 +1,7 @@
 """``python -m lvae_jax quickstart``: the first five minutes, offline.
 
 Compresses the sample photographs that ship with scikit-image into real bitstreams with the
-embedded demo model (or ``--ckpt DIR``), decodes them, and writes to ``--out``:
+embedded demo model (or ``--ckpt DIR``, or ``--model NAME``: official weights), decodes them, and writes to ``--out``:
 
 - ``rd.json``       the model's RD points (real bytes, headers included; PSNR per image, averaged)
                     in the official results schema, and ``jpeg.json`` for JPEG on the same images;
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from lvae_jax.commands import Program, arg
+from lvae_jax.commands import Program, arg, model_arg
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -33,6 +33,7 @@ SAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 ARGS = (
     arg("--out", type=Path, default=Path("quickstart_out"), help="output folder"),
     arg("--ckpt", help="model directory (default: the embedded demo model)"),
+    model_arg(),
     arg("--images", type=Path, help="folder of images (default: scikit-image's samples)"),
     arg("--num-lambdas", type=int, default=4, help="λ values for a variable-rate model"),
     arg("--max-side", type=int, default=256,
@@ -66,8 +67,9 @@ def run(args) -> int:
     import numpy as np
 
     from lvae_jax.assets import demo_model_dir
-    from lvae_jax.checkpoint.orbax_io import load_model, read_info
-    from lvae_jax.codec.api import Codec
+    from lvae_jax.checkpoint.model_dir import load_model, read_info
+    from lvae_jax.checkpoint.pretrained import model_dirs
+    from lvae_jax.codec import Codec
     from lvae_jax.evaluation import baselines
     from lvae_jax.files import atomic_write_bytes
     from lvae_jax.evaluation.bd_rate import BDError, bd_rate
@@ -79,7 +81,7 @@ def run(args) -> int:
     from lvae_jax.models.lambdas import lambda_grid
 
     t_start = time.perf_counter()
-    ckpt = Path(args.ckpt) if args.ckpt else demo_model_dir()
+    ckpt = (model_dirs(args.ckpt, args.model) or [demo_model_dir()])[0]
     info = read_info(ckpt)
     meta = info.get("meta", {})
     label = info["config"]["name"]

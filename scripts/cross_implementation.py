@@ -210,10 +210,10 @@ def _converted_model(model: str, tmp: Path):
     sys.path.insert(0, str(REPO / "tests"))
     from parity_support import Manifest, parity_dir
     from lvae_jax import load_model
-    from lvae_jax.checkpoint.torch_io import convert_torch_to_orbax, write_torch_checkpoint
+    from lvae_jax.checkpoint.torch_io import convert_torch_to_model, write_torch_checkpoint
     manifest = Manifest(parity_dir() / f"{model}.manifest.json")
     pt = write_torch_checkpoint(manifest.rebuild_state_dict(), tmp / f"{model}.pt")
-    res = convert_torch_to_orbax(pt, tmp / f"{model}_jax", lmb=manifest.args.get("lmb"))
+    res = convert_torch_to_model(pt, tmp / f"{model}_jax", lmb=manifest.args.get("lmb"))
     return load_model(res.out_dir), pt, manifest.args
 
 

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import lvae_jax
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     from lvae_jax.runtime import enable_compilation_cache
     from lvae_jax.training import TrainConfig, train
     enable_compilation_cache()
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     model = lvae_jax.load_model(result.model_dir)
     last = result.last_eval or {}
     lo, hi = model.config.lmb_range
-    n_params = sum(v.size for v in lvae_jax.checkpoint.orbax_io.flat_params(model).values())
+    n_params = sum(v.size for v in lvae_jax.checkpoint.model_dir.flat_params(model).values())
     meta = {
         "demo": True,
         "description": "DEMO MODEL — a reduced-width QARV (the qarv_base layout, one block per "

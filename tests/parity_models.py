@@ -30,11 +30,11 @@ class Converted:
 
     def __init__(self, manifest, tmp_dir: Path):
         from lvae_jax import load_model
-        from lvae_jax.checkpoint.torch_io import convert_torch_to_orbax, write_torch_checkpoint
+        from lvae_jax.checkpoint.torch_io import convert_torch_to_model, write_torch_checkpoint
         self.manifest = manifest
         self.state_dict = manifest.rebuild_state_dict()
         self.pt = write_torch_checkpoint(self.state_dict, tmp_dir / f"{manifest.model}.pt")
-        self.result = convert_torch_to_orbax(self.pt, tmp_dir / f"{manifest.model}_jax",
+        self.result = convert_torch_to_model(self.pt, tmp_dir / f"{manifest.model}_jax",
                                              lmb=manifest.args.get("lmb"))
         self.model = load_model(self.result.out_dir)
         self.graphdef, self.params = nnx.split(self.model)

@@ -13,7 +13,7 @@ import pytest
 
 import lvae_jax
 from lvae_jax import image as imageio
-from lvae_jax.checkpoint.orbax_io import save_model
+from lvae_jax.checkpoint.model_dir import save_model
 from lvae_jax.codec import container, formats, rate_control
 from lvae_jax.codec.api import Codec
 from lvae_jax.codec.core import DecodeReport, decode_latent_robust

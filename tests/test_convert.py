@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lvae_jax.checkpoint import orbax_io
+from lvae_jax.checkpoint import model_dir
 from lvae_jax.checkpoint.keymap import BufferEntry, ParamEntry, key_map, torch_shape
-from lvae_jax.checkpoint.torch_io import (ConversionError, convert_orbax_to_torch, convert_torch_to_orbax,
+from lvae_jax.checkpoint.torch_io import (ConversionError, convert_model_to_torch, convert_torch_to_model,
                                           param_shapes, read_torch_checkpoint)
 from lvae_jax.models import get_config
 
@@ -68,7 +68,7 @@ def test_cli_round_trip_is_bit_exact(qres17m_sd, tmp_path):
     assert "detected model: qres17m" in r.stdout and "λ = 16" in r.stdout
     info = json.loads((tmp_path / "jax" / "lvae_model.json").read_text())
     assert info["config"]["head"]["lmb"] == 16.0
-    r = run_cli("--from-orbax", tmp_path / "jax", "--to-torch", tmp_path / "back.pt")
+    r = run_cli("--from-model", tmp_path / "jax", "--to-torch", tmp_path / "back.pt")
     assert r.returncode == 0, r.stderr
     back, _ = read_torch_checkpoint(tmp_path / "back.pt")
     assert list(back) == list(qres17m_sd)
@@ -81,7 +81,7 @@ def test_trainer_checkpoint_and_ddp_prefix(qres17m_sd, tmp_path):
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))])
     pt = save_pt({"model": sd, "optimizer": opt.state_dict(), "epoch": 3, "iter": 100,
                   "results": {"loss": 1.0}}, tmp_path / "last.pt")
-    res = convert_torch_to_orbax(pt, tmp_path / "out")
+    res = convert_torch_to_model(pt, tmp_path / "out")
     assert res.config.name == "qres17m"
     assert any("module." in n for n in res.notes) and any("optimizer" in n for n in res.notes)
 
@@ -92,7 +92,7 @@ def test_filled_coder_buffers_are_accepted(qres17m_sd, tmp_path):
     sd[key] = np.ones((64, 100), np.int32)
     sd[key.replace("_quantized_cdf", "scale_table")] = np.linspace(0.1, 20, 64).astype(np.float32)
     pt = save_pt({"model": as_torch(sd)}, tmp_path / "x.pt")
-    res = convert_torch_to_orbax(pt, tmp_path / "out")
+    res = convert_torch_to_model(pt, tmp_path / "out")
     assert any("coder-table" in n for n in res.notes)
 
 
@@ -118,7 +118,7 @@ def test_detection_reports_the_closest_model(qres17m_sd, tmp_path):
     del sd["decoder.bias"]
     pt = save_pt({"model": as_torch(sd)}, tmp_path / "x.pt")
     with pytest.raises(ConversionError, match="closest is qres17m"):
-        convert_torch_to_orbax(pt, tmp_path / "out")
+        convert_torch_to_model(pt, tmp_path / "out")
 
 
 class Evil:
@@ -157,19 +157,19 @@ def test_damaged_model_directory_is_detected(tmp_path):
     import lvae_jax
     import tiny_models
     cfg = tiny_models.config("qres2")
-    params = orbax_io.flat_params(lvae_jax.build_model(cfg))
-    orbax_io.save_params(tmp_path / "m", cfg, params)
+    params = model_dir.flat_params(lvae_jax.build_model(cfg))
+    model_dir.save_params(tmp_path / "m", cfg, params)
     info = json.loads((tmp_path / "m" / "lvae_model.json").read_text())
     info["weights_sha256"] = "0" * 64
     (tmp_path / "m" / "lvae_model.json").write_text(json.dumps(info))
-    with pytest.raises(orbax_io.CheckpointError, match="sha256"):
-        orbax_io.load_model(tmp_path / "m")
-    with pytest.raises(orbax_io.CheckpointError, match="not an lvae-jax model directory"):
-        orbax_io.load_model(tmp_path)
+    with pytest.raises(model_dir.CheckpointError, match="sha256"):
+        model_dir.load_model(tmp_path / "m")
+    with pytest.raises(model_dir.CheckpointError, match="not an lvae-jax model directory"):
+        model_dir.load_model(tmp_path)
 
 
 def test_help_describes_real_use():
     r = run_cli("--help")
     assert r.returncode == 0
-    for needle in ("--torch-ckpt", "--from-orbax", "huggingface.co/duanzh0", "weights_only"):
+    for needle in ("--torch-ckpt", "--from-model", "huggingface.co/duanzh0", "weights_only"):
         assert needle in r.stdout

@@ -39,7 +39,7 @@ random_model = T.drawn
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Model directories: tiny QARV, two tiny QRes (λ 16 and 64), tiny QRes lossless."""
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     from lvae_jax.runtime import enable_compilation_cache
     enable_compilation_cache()     # as the command line does: one compilation per shape
     root = tmp_path_factory.mktemp("models")
@@ -151,7 +151,7 @@ def test_rd_readme_command_on_a_tiny_qarv(readme_run, models, folders):
     curve = load_rd(out_json)                                 # readable as an RD curve file
     assert curve.lambdas == tuple(lambdas) and len(curve) == 8
 
-    from lvae_jax.checkpoint.orbax_io import load_model
+    from lvae_jax.checkpoint.model_dir import load_model
     from lvae_jax.codec.api import Codec
     codec = Codec(load_model(models["qarv"]))
     originals = {"a_smooth.png": _read_rgb(folders["small"] / "a_smooth.png"),
@@ -264,7 +264,7 @@ def test_lossless_reports_bits_per_subpixel_and_exactness(models, folders, tmp_p
 def test_an_inexact_lossless_decode_is_reported(models, folders, monkeypatch):
     """The exactness check compares the decoded pixels with the originals (here a decoder that
     is off by one level in one pixel must be caught)."""
-    from lvae_jax.checkpoint.orbax_io import load_model
+    from lvae_jax.checkpoint.model_dir import load_model
     from lvae_jax.evaluation.images import iter_folder
     from lvae_jax.codec.api import Codec
     real, calls = Codec.decompress_batch, []

@@ -392,7 +392,7 @@ def test_grid_layout_matches_make_grid_convention(tmp_path):
 @pytest.mark.slow
 def test_cli_end_to_end(qres_model, rd, tmp_path, capsys):
     from PIL import Image
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     from lvae_jax.generative.cli import main
     from lvae_jax.image import to_uint8
 

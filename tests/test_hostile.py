@@ -84,7 +84,7 @@ def _tiled(image_size, tile_size, parts) -> bytes:
 @pytest.fixture(scope="module")
 def demo():
     from lvae_jax.assets import demo_model_dir
-    from lvae_jax.checkpoint.orbax_io import read_info
+    from lvae_jax.checkpoint.model_dir import read_info
     from lvae_jax.models.specs import ModelConfig
     info = read_info(demo_model_dir())
     config = ModelConfig.from_dict(info["config"])
@@ -251,7 +251,7 @@ def test_convert_never_deletes_what_it_did_not_write(hostile, tmp_path):
     d = hostile["dir"] / "D"
     refused(hostile, "convert-onto-input", "holds the input")
     assert (d / "x.pt").is_file() and (d / "notes.txt").read_text() == "mine"
-    from lvae_jax.checkpoint.orbax_io import CheckpointError, save_params
+    from lvae_jax.checkpoint.model_dir import CheckpointError, save_params
     import tiny_models
     cfg = tiny_models.config("qres2")
     with pytest.raises(CheckpointError, match="not an lvae-jax model directory .*notes.txt"):

@@ -87,7 +87,7 @@ _CHILD = textwrap.dedent("""
             from lvae_jax.evaluation.plot import plot_rd
             plot_rd(dst, [curve])
     elif writer == "model-dir":
-        from lvae_jax.checkpoint.orbax_io import load_model, save_model
+        from lvae_jax.checkpoint.model_dir import load_model, save_model
         save_model(load_model(inputs / "model"), dst, overwrite=True)
     elif writer == "torch-export":
         import numpy as np
@@ -105,7 +105,7 @@ POINTS = ("fsync", "rename", "after")
 def inputs(tmp_path_factory):
     """A tiny random QARV model directory, an image and its bitstream (in their own directory)."""
     import lvae_jax
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     from lvae_jax.codec import Codec
     import tiny_models
     d = tmp_path_factory.mktemp("inputs")
@@ -127,7 +127,7 @@ def _snapshot(path: Path) -> dict:
 def _old_output(writer: str, dst: Path, inputs: Path) -> None:
     """A complete, valid old output of the same kind at ``dst``."""
     if writer == "model-dir":
-        from lvae_jax.checkpoint.orbax_io import load_model, save_model
+        from lvae_jax.checkpoint.model_dir import load_model, save_model
         model = load_model(inputs / "model")
         save_model(model, dst, meta={"old": True})
     elif writer == "bitstream":
@@ -153,7 +153,7 @@ def _complete_new(writer: str, dst: Path) -> None:
         from lvae_jax.evaluation.rd_json import load_rd
         assert load_rd(dst).name == "new"
     elif writer == "model-dir":
-        from lvae_jax.checkpoint.orbax_io import load_model, read_info
+        from lvae_jax.checkpoint.model_dir import load_model, read_info
         assert "old" not in read_info(dst)["meta"]
         load_model(dst)
     else:

@@ -185,10 +185,10 @@ def _assert_stats(ours: dict, official: dict, rate_slack_nats_per_dim: float, n_
 def test_conversion_round_trip(converted, tmp_path):
     """Official -> lvae-jax -> official reproduces every manifest key, shape, dtype, order and
     value bit for bit."""
-    from lvae_jax.checkpoint.torch_io import convert_orbax_to_torch, read_torch_checkpoint
+    from lvae_jax.checkpoint.torch_io import convert_model_to_torch, read_torch_checkpoint
     man = converted.manifest
     assert converted.result.config.name == man.model, "the converter detected the wrong model"
-    back = convert_orbax_to_torch(converted.result.out_dir, tmp_path / "back.pt")
+    back = convert_model_to_torch(converted.result.out_dir, tmp_path / "back.pt")
     sd, _ = read_torch_checkpoint(back)
     assert list(sd) == list(man.data["keys"]), "keys or their order differ from the official state_dict"
     for key, info in man.data["keys"].items():

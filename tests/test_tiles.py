@@ -171,7 +171,7 @@ def test_truncated_tiled_file_decodes_what_it_holds_with_partial(codecs):
 
 
 def test_cli_tiles(codecs, tmp_path):
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     from PIL import Image
     save_model(codecs["qarv"].model, tmp_path / "m")
     src = tmp_path / "a.png"

@@ -326,8 +326,8 @@ def test_train_run_resume_exact_eval_and_export(tmp_path, train_images, eval_ima
         assert resumed[t] == pytest.approx(full[t], rel=1e-6, abs=0), t
     # and the same EMA weights
     out = export_run(interrupted.run_dir, tmp_path / "exported")
-    a = lvae_jax.checkpoint.orbax_io.load_params(out)[1]
-    b = lvae_jax.checkpoint.orbax_io.load_params(run / "model")[1]
+    a = lvae_jax.checkpoint.model_dir.load_params(out)[1]
+    b = lvae_jax.checkpoint.model_dir.load_params(run / "model")[1]
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
 
@@ -346,7 +346,7 @@ def test_run_dir_guards_and_nan_stop(tmp_path, train_images):
 
 @pytest.mark.slow
 def test_finetune_from_model_directory(tmp_path, train_images, eval_images):
-    from lvae_jax.checkpoint.orbax_io import assign_params
+    from lvae_jax.checkpoint.model_dir import assign_params
     mc = tiny_qarv()
     # "converted" weights: any values will do (lr = 0 below); numpy draws, nothing to compile
     skeleton = lvae_jax.build_model(mc, abstract=True)
@@ -354,7 +354,7 @@ def test_finetune_from_model_directory(tmp_path, train_images, eval_images):
     values = {".".join(map(str, path)): (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
               for path, v in nnx.to_flat_state(nnx.state(skeleton, nnx.Param))}
     src = assign_params(skeleton, values)
-    weights = lvae_jax.checkpoint.orbax_io.save_model(src, tmp_path / "weights", meta={"k": 1})
+    weights = lvae_jax.checkpoint.model_dir.save_model(src, tmp_path / "weights", meta={"k": 1})
     cfg = run_config(tmp_path, train_images, model="qres34m", model_args={}, weights=str(weights),
                      iterations=1, lr=0.0, save_every=10, eval_dir=str(eval_images), eval_lambdas=3)
     res = train(cfg)
@@ -363,8 +363,8 @@ def test_finetune_from_model_directory(tmp_path, train_images, eval_images):
     ev = res.last_eval  # variable rate: 3 λ, log-spaced like the official self_evaluate
     np.testing.assert_allclose(ev["lambdas"], [16.0, 181.0193, 2048.0], rtol=1e-5)
     assert len(ev["results"]["bpp"]) == 3 and ev["num_images"] == 2
-    a = lvae_jax.checkpoint.orbax_io.load_params(weights)[1]
-    b = lvae_jax.checkpoint.orbax_io.load_params(res.model_dir)[1]
+    a = lvae_jax.checkpoint.model_dir.load_params(weights)[1]
+    b = lvae_jax.checkpoint.model_dir.load_params(res.model_dir)[1]
     for k in a:  # lr = 0: the exported EMA is the starting point
         np.testing.assert_array_equal(a[k], b[k])
 

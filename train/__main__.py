@@ -7,7 +7,7 @@ examples:
   python -m train --out runs/qarv --resume                      # continue after preemption / Ctrl-C
   python -m train --model qarv_base --model-arg ch=32 embed_dim=64 --data-dir DIR   # narrower variant
   python -m train --config model_config.json --data-dir DIR     # a model configuration file
-  python -m train --weights qarv_base_jax --data-dir DIR --iterations 20000        # fine-tune
+  python -m train --weights qarv_base --data-dir DIR --iterations 20000   # fine-tune the official weights
   python -m train --export runs/qarv                            # checkpoint -> model directory
 """
 
@@ -58,8 +58,10 @@ FLAGS = {
                           "a model configuration file instead of --model/--model-arg: "
                           "ModelConfig.to_dict() JSON, a run's model_config.json or a model "
                           "directory's lvae_model.json (e.g. a reduced-width variant)"),
-    "weights": ("model", (), "DIR", "start from a model directory (python -m convert / "
-                                    "save_model); its config is used"),
+    "weights": ("model", (), "DIR|NAME", "start from a model directory (python -m convert / "
+                                         "save_model), or an official model's weights "
+                                         "(qarv_base, qres34m-lmb64, …; downloaded and "
+                                         "converted once); its config is used"),
     "data_dir": ("data", (), "DIR", "folder of training images (recursive)"),
     "tfds": ("data", (), "NAME", "TFDS dataset, e.g. coco/2017 (ArrayRecord)"),
     "tfds_split": ("data", (), "SPLIT", "default train"),

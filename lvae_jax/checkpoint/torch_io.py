@@ -12,7 +12,6 @@ mismatches, unexpected buffer values) is reported at once in a :class:`Conversio
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lvae_jax.checkpoint.errors import CheckpointError
+from lvae_jax.checkpoint.model_dir import dotted, file_sha256, load_params, save_params
 from lvae_jax.checkpoint.keymap import (FILLED_BY_UPDATE, OPTIONAL_PREFIXES, BufferEntry, ParamEntry,
                                         key_map, to_jax, to_torch, torch_shape)
 from lvae_jax.models.specs import ModelConfig
@@ -136,9 +136,8 @@ def match(sd: dict[str, np.ndarray], config: ModelConfig, abstract_shapes: dict 
 def param_shapes(config: ModelConfig) -> dict[str, tuple]:
     """lvae-jax parameter shapes of a config (no memory allocated)."""
     from flax import nnx
-    from lvae_jax import build_model
+    from lvae_jax.models import build_model
     model = build_model(config, abstract=True)
-    from lvae_jax.checkpoint.orbax_io import dotted
     return {dotted(path): tuple(v.shape)
             for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
@@ -206,14 +205,6 @@ def write_torch_checkpoint(state_dict: dict[str, np.ndarray], path, overwrite: b
     return path
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class ConversionResult:
     out_dir: Path
@@ -221,13 +212,14 @@ class ConversionResult:
     notes: list
 
 
-def convert_torch_to_orbax(torch_ckpt, out_dir, model: str | None = None, lmb: float | None = None,
+def convert_torch_to_model(torch_ckpt, out_dir, model: str | None = None, lmb: float | None = None,
                            lmb_range=None, config: ModelConfig | None = None,
-                           overwrite: bool = False, allow_nonfinite: bool = False) -> ConversionResult:
+                           overwrite: bool = False, allow_nonfinite: bool = False,
+                           origin: dict | None = None) -> ConversionResult:
     """The whole forward conversion: read, detect (or check the named model), convert, write an
     lvae-jax model directory. Raises :class:`ConversionError` listing every problem, including
-    NaN/Inf weights (unless ``allow_nonfinite``)."""
-    from lvae_jax.checkpoint.orbax_io import save_params
+    NaN/Inf weights (unless ``allow_nonfinite``). ``origin``: where the file came from
+    (repository, revision, path, sha256), recorded in the model's metadata."""
     sd, notes = read_torch_checkpoint(torch_ckpt)
     if lmb is None:
         lmb = lmb_from_filename(torch_ckpt)
@@ -265,13 +257,14 @@ def convert_torch_to_orbax(torch_ckpt, out_dir, model: str | None = None, lmb: f
     meta = {"source": str(Path(torch_ckpt).name), "source_sha256": file_sha256(torch_ckpt),
             "converted_from": "official PyTorch checkpoint", "notes": notes,
             "coder_buffers_filled": bool(best.filled_buffers)}
+    if origin is not None:
+        meta["origin"] = origin
     out = save_params(out_dir, config, params, meta=meta, overwrite=overwrite)
     return ConversionResult(out, config, notes)
 
 
-def convert_orbax_to_torch(model_dir, out_path, overwrite: bool = False) -> Path:
+def convert_model_to_torch(model_dir, out_path, overwrite: bool = False) -> Path:
     """The reverse conversion: an lvae-jax model directory -> an official ``.pt`` that the official
     code loads with ``strict=True``."""
-    from lvae_jax.checkpoint.orbax_io import load_params
     config, params, _ = load_params(model_dir)
     return write_torch_checkpoint(params_to_state_dict(params, config), out_path, overwrite)

@@ -33,7 +33,7 @@ import numpy as np
 
 from lvae_jax import image as imageio
 from lvae_jax import numerics
-from lvae_jax.checkpoint.orbax_io import flat_params, weights_digest
+from lvae_jax.checkpoint.model_dir import flat_params, weights_digest
 from lvae_jax.codec import formats, rate_control, tiles
 from lvae_jax.codec.container import model_id as container_model_id
 from lvae_jax.codec.core import DecodeReport, Perturbation, StringCoder

@@ -83,9 +83,9 @@ class EvalError(ValueError):
 
 def load_models(paths: Sequence, expect_name: str | None = None) -> list:
     """Load model directories (``lvae_model.json`` + ``params/``); ``expect_name``: every model
-    must carry that config name. Raises :class:`~lvae_jax.checkpoint.orbax_io.CheckpointError`
+    must carry that config name. Raises :class:`~lvae_jax.checkpoint.model_dir.CheckpointError`
     for a directory that is not a model."""
-    from lvae_jax.checkpoint.orbax_io import CheckpointError, load_model, read_info
+    from lvae_jax.checkpoint.model_dir import CheckpointError, load_model, read_info
     if not paths:
         raise EvalError("no model directory given")
     models = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lvae_jax.commands import CommandSet, arg, group
+from lvae_jax.commands import CommandSet, arg, group, model_arg
 
 COMMANDS = CommandSet("python -m lvae_jax.generative.cli", __doc__.splitlines()[0])
 command = COMMANDS.command
@@ -29,8 +29,7 @@ def _common(out_default: str, lmb: bool = True) -> tuple:
         arg("--ckpt", metavar="DIR",
             help="model directory (lvae_model.json + params/), e.g. from python -m convert; "
                  "default: the embedded demo model (a small QARV, not official weights)"),
-        arg("--model", metavar="NAME",
-            help="expected model name (e.g. qres17m); an error if DIR holds another model"),
+        model_arg(),
         arg("--seed", type=int, default=0, help="PRNG seed of the random draws (default 0)"),
         arg("--out", default=out_default, metavar="PATH", help=f"output (default {out_default})"),
     )
@@ -42,19 +41,17 @@ def _common(out_default: str, lmb: bool = True) -> tuple:
 
 
 def _load(args):
-    """The model of ``--ckpt`` as a GenerativeModel (checked against ``--model``)."""
-    from lvae_jax.checkpoint.orbax_io import load_model, read_info
-    from lvae_jax.generative.sampling import GenerativeError, GenerativeModel
-    if args.ckpt is None:
+    """The model of ``--ckpt`` / ``--model`` (official weights) as a GenerativeModel."""
+    from lvae_jax.checkpoint.model_dir import load_model
+    from lvae_jax.checkpoint.pretrained import model_dirs
+    from lvae_jax.generative.sampling import GenerativeModel
+    dirs = model_dirs(args.ckpt, args.model)
+    if not dirs:
         from lvae_jax.assets import demo_model_dir
-        args.ckpt = demo_model_dir()
-        print("note: no --ckpt given: using the embedded DEMO MODEL (a small QARV trained by "
-              "lvae-jax, not the official weights)", file=sys.stderr)
-    info = read_info(args.ckpt)
-    name = info.get("config", {}).get("name")
-    if args.model and args.model != name:
-        raise GenerativeError(f"{args.ckpt} holds the model {name!r}, not {args.model!r}")
-    return GenerativeModel(load_model(args.ckpt))
+        dirs = [demo_model_dir()]
+        print("note: no --ckpt or --model given: using the embedded DEMO MODEL (a small QARV "
+              "trained by lvae-jax, not the official weights)", file=sys.stderr)
+    return GenerativeModel(load_model(dirs[0]))
 
 
 def _key(args):

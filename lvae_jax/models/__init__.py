@@ -2,7 +2,7 @@
 
 from lvae_jax.models.registry import MODELS, get_config, list_models
 from lvae_jax.models.specs import ModelConfig
-from lvae_jax.models.vae import ForwardOutput, HierarchicalVAE, LatentStats
+from lvae_jax.models.vae import ForwardOutput, HierarchicalVAE, LatentStats, build_model
 
 __all__ = ["MODELS", "ModelConfig", "HierarchicalVAE", "ForwardOutput", "LatentStats",
-           "get_config", "list_models"]
+           "build_model", "get_config", "list_models"]

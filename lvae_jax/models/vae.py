@@ -362,3 +362,13 @@ class HierarchicalVAE(nnx.Module):
             "psnr": -10.0 * jnp.log10(mse_img),
         })
         return loss, metrics, x_hat, pixel_nll, loss_per
+
+
+def build_model(config: S.ModelConfig, *, seed: int = 0, abstract: bool = False) -> HierarchicalVAE:
+    """A :class:`HierarchicalVAE` of ``config``, initialised on the host from ``seed`` and moved to
+    the device in one transfer; ``abstract=True``: shapes only (no memory), a target to load into."""
+    from lvae_jax.nn.layers import HostInit
+    if abstract:
+        return nnx.eval_shape(lambda: HierarchicalVAE(config, rngs=HostInit(seed, abstract=True)))
+    graphdef, state = nnx.split(HierarchicalVAE(config, rngs=HostInit(seed)))
+    return nnx.merge(graphdef, jax.device_put(state))  # host arrays -> device, in one transfer

@@ -70,8 +70,11 @@ def resolve_model_config(cfg: TrainConfig):
     """-> (ModelConfig, flat initial parameters or None, description of the source)."""
     from lvae_jax.models import ModelConfig, get_config
     if cfg.weights:
-        from lvae_jax.checkpoint.orbax_io import load_params
-        config, params, info = load_params(cfg.weights)
+        from lvae_jax.checkpoint.model_dir import load_params
+        from lvae_jax.checkpoint.pretrained import spec_dir
+        # a model directory, or an official model's name: its official weights (cached)
+        where = cfg.weights if Path(cfg.weights).is_dir() else spec_dir(str(cfg.weights))
+        config, params, info = load_params(where)
         if cfg.model_args:
             log.warning("--weights %s defines the model; ignoring model arguments %s",
                         cfg.weights, cfg.model_args)
@@ -107,7 +110,7 @@ def build_params(model_config, flat_params, seed: int, abstract: bool = False,
     import lvae_jax
     skeleton = lvae_jax.build_model(model_config, abstract=True)
     if flat_params is not None:
-        from lvae_jax.checkpoint.orbax_io import assign_params
+        from lvae_jax.checkpoint.model_dir import assign_params
         return nnx.split(assign_params(skeleton, flat_params), nnx.Param)
     graphdef, shapes = nnx.split(skeleton, nnx.Param)
     if abstract:
@@ -119,7 +122,7 @@ def export_model(graphdef, params, path, meta: dict) -> Path:
     """Write parameters as a model directory (``lvae_jax.load_model``-able)."""
     from flax import nnx
 
-    from lvae_jax.checkpoint.orbax_io import save_model
+    from lvae_jax.checkpoint.model_dir import save_model
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, parallel.to_host(params)))
     return save_model(model, path, meta=meta, overwrite=True)
 
