@@ -17,7 +17,11 @@ from lvae_jax.commands import CommandSet, arg, group, model_arg
 
 
 def _before(args) -> None:
-    """Before every command: the persistent compilation cache, the memory limit."""
+    """Before every command: the persistent compilation cache, the memory limit; with the output
+    ``-`` (standard output) the command's report goes to standard error."""
+    from lvae_jax.files import is_stdout
+    if is_stdout(getattr(args, "output", None) or ""):
+        sys.stdout = sys.stderr
     if args.command != "doctor":
         from lvae_jax.runtime import enable_compilation_cache
         enable_compilation_cache()
@@ -40,9 +44,9 @@ def _model_args(lmb_help: str | None = None) -> tuple:
                  "demo model"),
         model_arg(),
         arg("--max-memory", metavar="SIZE",
-            help="memory an image may need (e.g. 8G; 0 = no check; default 80%% of the "
-                 "available memory, or LVAE_MAX_MEMORY); larger inputs are refused before "
-                 "any allocation"),
+            help="the most memory this process may use (e.g. 8G; 0 = no check; or "
+                 "LVAE_MAX_MEMORY; default: an image may add 80%% of the available memory); "
+                 "inputs that would need more are refused before any allocation"),
     )
     if lmb_help:
         out += (arg("--lmb", type=float, metavar="λ", help=lmb_help),)
@@ -72,9 +76,17 @@ def _finite(args, *names) -> None:
             raise ValueError(f"--{n.replace('_', '-')} must be a finite number, got {v}")
 
 
-def _psnr(a, b) -> float:
-    from lvae_jax.evaluation.metrics import psnr
-    return float(psnr(a, b))
+def _check_rate_args(args) -> None:
+    """One way to choose the rate, each within what it means."""
+    from lvae_jax.commands import UsageError
+    if args.lmb is not None and (args.target_bpp is not None or args.target_bytes is not None):
+        raise UsageError("--lmb and --target-bpp/--target-bytes both choose the rate: give one")
+    if args.target_bpp is not None and not 0 < args.target_bpp <= 48:
+        raise ValueError(f"--target-bpp must be in (0, 48] bits per pixel (24 is uncompressed "
+                         f"8-bit RGB), got {args.target_bpp:g}")
+    if args.target_bytes is not None and args.target_bytes <= 0:
+        raise ValueError(f"--target-bytes must be a positive number of bytes, got "
+                         f"{args.target_bytes}")
 
 
 # -- doctor ------------------------------------------------------------------------------------
@@ -120,8 +132,9 @@ def _tile_arg(text: str):
 
 @command(
     "compress", "compress an image",
-    arg("input", type=Path, help="image (any format Pillow reads)"),
-    arg("output", type=Path, help="output bitstream file"),
+    arg("input", type=Path, help="image (any format Pillow reads); - for standard input"),
+    arg("output", type=Path, help="output bitstream file; - for standard output (a device or "
+                                  "FIFO is written into, never replaced)"),
     *_model_args("λ of a variable-rate model (qarv_base: 16..2048; larger = better quality, "
                  "bigger file). Required for variable-rate models unless a target size is given"),
     arg("--format", choices=("lvae", "official"), default="lvae",
@@ -132,6 +145,9 @@ def _tile_arg(text: str):
           exclusive=True),
     arg("--alpha", choices=("refuse", "drop"), default="refuse",
         help="what to do with a non-opaque alpha channel (default: refuse)"),
+    arg("--keep-orientation", action="store_true",
+        help="code the pixels as stored, ignoring an EXIF orientation tag (default: turn the "
+             "image as a viewer shows it, with a note)"),
     arg("--tile", type=_tile_arg, default="auto", metavar="N|auto|none",
         help="code the image as independent N×N tiles (N a multiple of 64), in the "
              "memory of one tile; auto (default): only images with a side above 4096 "
@@ -147,9 +163,11 @@ def _compress(args) -> int:
     from lvae_jax.limits import check_image_size
     check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     _finite(args, "lmb", "target_bpp")
+    _check_rate_args(args)
     name = str(args.input)
     raw = read_image_bytes(args.input, name)        # read once
-    h, w = image_size(raw, name)                    # the header's claim, before decoding
+    orientation = "keep" if args.keep_orientation else "apply"
+    h, w = image_size(raw, name, orientation)       # the header's claim, before decoding
     codec = _load_codec(args)
     if args.format != "lvae" and isinstance(args.tile, int):
         raise ValueError("--tile needs the lvae format: the official layouts hold one whole image")
@@ -159,7 +177,7 @@ def _compress(args) -> int:
         check_image_size(codec.config, h, w, what=name)
     else:
         tiles.check_tiled(codec.config, (h, w), tile_size, what=name)
-    im, notes = load_rgb8(raw, alpha=args.alpha, name=name)
+    im, notes = load_rgb8(raw, alpha=args.alpha, name=name, orientation=orientation)
     for n in notes:
         print(f"note: {n}")
     h, w = im.shape[:2]
@@ -199,7 +217,8 @@ def _compress(args) -> int:
     "decompress", "decompress a bitstream (lvae, official QARV or official QRes layout)",
     arg("input", type=Path, help="bitstream (lvae container, tiled or not, or an official "
                                  "QARV/QRes file)"),
-    arg("output", type=Path, help="output PNG"),
+    arg("output", type=Path, help="output PNG; - for standard output (a device or FIFO is "
+                                  "written into, never replaced)"),
     *_model_args(),
     arg("--blocks", type=int, metavar="K",
         help="progressive: decode only the first K latent blocks; the rest from the prior"),
@@ -217,27 +236,28 @@ def _decompress(args) -> int:
     """Decompress a bitstream file (any of the three layouts) into a PNG."""
     import jax
     import numpy as np
-    from lvae_jax.files import check_output
-    from lvae_jax.image import load_rgb8, save_png, to_float, to_uint8
+    from lvae_jax.files import check_output, written_into
+    from lvae_jax.image import load_rgb8, save_png
     from lvae_jax.limits import read_bounded
     inputs = [args.input, args.original]
     check_output(args.output, overwrite=args.overwrite, inputs=inputs)
     if args.strip:
         check_output(args.strip, overwrite=args.overwrite, inputs=inputs + [args.output])
     for out in (args.output, args.strip):
-        if out is not None and out.suffix.lower() != ".png":
+        if out is not None and not written_into(out) and out.suffix.lower() != ".png":
             raise ValueError(f"{out}: decompress writes PNG; name the output *.png")
-    _finite(args, "temperature")
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {args.temperature:g}")
+    from lvae_jax.numerics import check_temperature
+    check_temperature(args.temperature, "--temperature")
     if args.blocks is not None and args.blocks < 0:
         raise ValueError(f"--blocks must be >= 0, got {args.blocks}")
     data = read_bounded(args.input, what="bitstream")
     orig = load_rgb8(args.original, alpha="drop")[0] if args.original else None
     codec = _load_codec(args)
     key = jax.random.key(args.seed)
+    # uint8, what the PNG holds: a tiled image is assembled in 3 bytes per pixel, and the PSNR
+    # printed is the written file's
     res = codec.decompress_details(data, num_blocks=args.blocks, temperature=args.temperature,
-                                   key=key, allow_partial=args.partial)
+                                   key=key, allow_partial=args.partial, pixels="uint8")
     h, w = res.image.shape[:2]
     if orig is not None and orig.shape != res.image.shape:
         raise ValueError(f"--original is {orig.shape[1]}x{orig.shape[0]}, the decoded image {w}x{h} "
@@ -246,9 +266,10 @@ def _decompress(args) -> int:
     msg = (f"{args.input} ({res.fmt}, {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp) -> "
            f"{args.output} ({w}x{h}), {res.blocks_decoded}/{res.total_blocks} latent blocks, {res.seconds:.2f} s")
     if orig is not None:
-        msg += f", PSNR {_psnr(to_float(orig), res.image):.3f} dB"
+        from lvae_jax.evaluation.metrics import psnr_uint8
+        msg += f", PSNR {psnr_uint8(orig, res.image):.3f} dB"
         if codec.model.lossless:
-            exact = np.array_equal(to_uint8(res.image), orig)
+            exact = np.array_equal(res.image, orig)
             msg += " (exact)" if exact else " (NOT exact)"
     print(msg)
     for n in res.notes:

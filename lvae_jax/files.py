@@ -8,6 +8,10 @@ one step, so a kill, a full disk or an exception at any moment leaves the old fi
 the complete new one, never a truncated one. :func:`check_output` is the overwrite rule of the
 command lines: an existing output needs ``--overwrite``, and an output that *is* one of the inputs
 (same inode, whatever the spelling of the path) is refused even then.
+
+Only regular files are replaced. An output that is a character device (``/dev/null``) or a FIFO is
+written *into*, as ``cp`` does — it is never replaced, and needs no ``--overwrite`` since nothing
+is lost; ``-`` is the standard output. Block devices, sockets and directories are refused.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,16 +38,56 @@ def same_file(a, b) -> bool:
         return False
 
 
+STDOUT = "-"
+
+
+def is_stdout(path) -> bool:
+    """Whether an output path means the standard output (``-``)."""
+    return str(path) == STDOUT
+
+
+def special_kind(path) -> str | None:
+    """``"character device"``, ``"FIFO"``, ``"block device"``, ``"socket"`` for an existing
+    special file at ``path`` (links followed), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return None
+
+
+def written_into(path) -> bool:
+    """Whether an output is written into rather than replaced: ``-``, a character device, a FIFO."""
+    return is_stdout(path) or special_kind(path) in ("character device", "FIFO")
+
+
 def check_output(output, *, overwrite: bool, inputs=(), what: str = "output") -> Path:
-    """Refuse an output that exists (unless ``overwrite``) or that is one of ``inputs``."""
+    """Refuse an output that exists (unless ``overwrite``), that is one of ``inputs``, a
+    directory, a block device or a socket, or whose folder does not exist. ``-`` (standard
+    output), character devices and FIFOs are written into: allowed."""
     output = Path(output)
+    if is_stdout(output):
+        return output
+    kind = special_kind(output)
+    if kind in ("block device", "socket"):
+        raise OutputError(f"{what} {output} is a {kind}: lvae-jax writes regular files, character "
+                          "devices, FIFOs and - (standard output)")
+    if kind is not None:
+        return output                      # written into, never replaced: nothing is lost
     for src in inputs:
         if src is not None and same_file(output, src):
             raise OutputError(f"{what} {output} is the input {src}: refusing to overwrite an input")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists (pass --overwrite)")
     if output.is_dir():
         raise OutputError(f"{what} {output} is a directory")
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output} exists (pass --overwrite)")
+    if not output.absolute().parent.is_dir():
+        raise OutputError(f"{what} {output}: the folder {output.absolute().parent} does not exist "
+                          "(create it first)")
     return output
 
 
@@ -61,8 +108,14 @@ def _fsync_dir(path: Path) -> None:
 def atomic_file(path, suffix: str | None = None):
     """``with atomic_file(p) as tmp: write tmp`` — on success ``tmp`` replaces ``p`` atomically
     (after fsync); on any exception ``tmp`` is removed and ``p`` is untouched. ``suffix``: of the
-    temporary (default: ``p``'s, so writers that infer a format from it keep working)."""
+    temporary (default: ``p``'s, so writers that infer a format from it keep working). ``-``, a
+    character device or a FIFO receives the complete content once it is written, and stays what
+    it is (module docstring)."""
     path = Path(path)
+    if written_into(path):
+        with _into_special(path, suffix) as tmp:
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
                                dir=path.parent)
@@ -88,6 +141,23 @@ def atomic_file(path, suffix: str | None = None):
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def _into_special(path: Path, suffix: str | None):
+    """Write to a private temporary, then copy it into ``path`` (``-``: the standard output)."""
+    with tempfile.TemporaryDirectory(prefix="lvae-out-") as d:
+        tmp = Path(d) / f"out{path.suffix if suffix is None else suffix}"
+        yield tmp
+        with open(tmp, "rb") as src:
+            if is_stdout(path):
+                sys.stdout.flush()
+                out = sys.__stdout__.buffer
+                shutil.copyfileobj(src, out)
+                out.flush()
+            else:
+                with open(path, "wb") as dst:      # into the device or pipe, never replacing it
+                    shutil.copyfileobj(src, dst)
 
 
 def _umask() -> int:
@@ -124,7 +194,6 @@ def replace_dir(new, path) -> None:
     ``path`` exists the two are swapped atomically (``RENAME_EXCHANGE``), so a kill at any moment
     leaves the old directory or the new one at ``path``; without kernel support, the old one is
     first moved aside (a kill between the two renames leaves it at ``.NAME.old.*/NAME``)."""
-    import shutil
     new, path = Path(new), Path(path)
     _fsync_dir(new)
     if not path.exists():

@@ -39,7 +39,10 @@ def _pil_errors(name: str):
         raise ImageError(str(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: refused as a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image (no format Pillow reads: empty, text "
+                         "or damaged)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to decode this image") from None
@@ -80,18 +83,42 @@ def read_image_bytes(source, name: str | None = None) -> bytes:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
 
 
-def image_size(source, name: str | None = None) -> tuple[int, int]:
+#: EXIF orientation (tag 0x0112) -> how the stored pixels become what a viewer shows, on an
+#: (H, W, C) array; the same transforms as Pillow's ``ImageOps.exif_transpose``.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],                       # mirrored
+    3: lambda a: a[::-1, ::-1],                    # rotated 180°
+    4: lambda a: a[::-1],                          # flipped
+    5: lambda a: a.transpose(1, 0, 2),             # transposed
+    6: lambda a: np.rot90(a, -1),                  # stored turned 90° anticlockwise
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],  # transversed
+    8: lambda a: np.rot90(a, 1),                   # stored turned 90° clockwise
+}
+ORIENTATIONS = ("apply", "keep")
+
+
+def _orientation(img) -> int:
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: the stored orientation
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def image_size(source, name: str | None = None, orientation: str = "apply") -> tuple[int, int]:
     """(height, width) of an image file (path or bytes) from its header alone (nothing is
-    decoded)."""
+    decoded), as :func:`load_rgb8` will return it (EXIF orientation applied unless ``keep``)."""
     from PIL import Image
     name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
     data = read_image_bytes(source, name)
     with _pil_errors(name), Image.open(io.BytesIO(data)) as img:
         w, h = img.size
-    return h, w
+        turned = orientation == "apply" and _orientation(img) in (5, 6, 7, 8)
+    return (w, h) if turned else (h, w)
 
 
-def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[np.ndarray, list[str]]:
+def load_rgb8(source, alpha: str = "refuse", name: str | None = None,
+              orientation: str = "apply") -> tuple[np.ndarray, list[str]]:
     """Read an image file (path or bytes) as (H, W, 3) uint8 RGB. Returns (array, notes).
 
     ``alpha``: ``"refuse"`` (default) refuses an alpha channel that is not fully opaque,
@@ -99,8 +126,12 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[n
     Pillow opens as 8-bit by keeping the high byte, are decoded at full depth (imagecodecs) and
     rounded like every 16-bit image; a multi-frame file (GIF, TIFF, APNG) is read at its first
     frame, with a note. The header's size is checked against :mod:`lvae_jax.limits` before
-    anything is decoded.
+    anything is decoded, and so is a JPEG too short for the size it claims (truncated or forged).
+    ``orientation``: ``"apply"`` (default) turns the pixels the way the EXIF orientation tag says
+    (what an image viewer shows; with a note), ``"keep"`` keeps them as stored.
     """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
     from PIL import Image
     from lvae_jax.limits import check_dimensions
     name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
@@ -109,6 +140,8 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[n
         img = Image.open(io.BytesIO(data))
         w, h = img.size                              # the header's claim, before decoding
         check_dimensions(h, w, name)
+        if img.format == "JPEG":
+            check_jpeg_length(data, name)
         img.load()
     notes = []
     frames = getattr(img, "n_frames", 1)
@@ -116,7 +149,61 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None) -> tuple[n
         notes.append(f"{name}: has {frames} frames; only the first is used")
     deep = _decode_deep_rgb(data, img, name, alpha)
     rgb, more = deep if deep is not None else to_rgb8(img, name, alpha)
+    code = _orientation(img)
+    if code != 1 and orientation == "apply":
+        rgb = np.ascontiguousarray(_ORIENT[code](rgb))
+        more.append(f"{name}: turned as its EXIF orientation ({code}) says, as a viewer shows it "
+                    "(--keep-orientation keeps the stored pixels)")
+    elif code != 1:
+        more.append(f"{name}: EXIF orientation {code} ignored (--keep-orientation): coded as stored")
     return rgb, notes + more
+
+
+def check_jpeg_length(data: bytes, name: str) -> None:
+    """Refuse a Huffman-coded JPEG shorter than any complete JPEG of the size it claims.
+
+    Each 8×8 block of each component starts with a Huffman-coded DC difference of at least one
+    bit (also in a progressive file's first scan, which has no end-of-band runs), so a complete
+    file holds at least one bit per block. A shorter one is truncated, or its header forged: libjpeg
+    would decode it with the missing data filled in (for a forged size: minutes and gigabytes)."""
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return
+    h, w, comps = frame
+    hmax, vmax = max(c[0] for c in comps), max(c[1] for c in comps)
+    blocks = sum(math.ceil(math.ceil(w * hs / hmax) / 8) * math.ceil(math.ceil(h * vs / vmax) / 8)
+                 for hs, vs in comps)
+    if len(data) * 8 < blocks:
+        raise ImageError(f"{name}: a JPEG of {w}×{h} holds at least {blocks // 8} bytes of coded "
+                         f"data, this file has {len(data)}: truncated or damaged")
+
+
+def _jpeg_frame(data: bytes):
+    """(height, width, [(h, v) sampling per component]) of a Huffman JPEG's frame header, or
+    None (arithmetic coding, or no frame header found)."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3):                   # Huffman SOF0..SOF3
+            seg = data[i + 4:i + 2 + length]
+            if len(seg) < 6:
+                return None
+            h, w, n = int.from_bytes(seg[1:3], "big"), int.from_bytes(seg[3:5], "big"), seg[5]
+            comps = [(seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15) for k in range(n)
+                     if 8 + 3 * k <= len(seg)]
+            if not comps or any(a == 0 or b == 0 for a, b in comps):
+                return None
+            return h, w, comps
+        if marker in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xDA):  # arithmetic, or a scan first
+            return None
+        i += 2 + length
+    return None
 
 
 def _alpha_notes(opaque: bool, name: str, alpha: str) -> list[str]:

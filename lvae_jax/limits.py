@@ -86,15 +86,46 @@ def set_memory_limit(limit) -> None:
     _override = None if limit is None else (parse_bytes(limit) if isinstance(limit, str) else int(limit))
 
 
-def memory_limit() -> int:
-    """The memory budget in bytes (0: unchecked): :func:`set_memory_limit`, else
-    ``LVAE_MAX_MEMORY``, else 80 % of :func:`available_memory`."""
+def _explicit_limit() -> int | None:
     if _override is not None:
         return _override
     env = os.environ.get("LVAE_MAX_MEMORY")
-    if env:
-        return parse_bytes(env)
-    return int(DEFAULT_MEMORY_SHARE * available_memory())
+    return parse_bytes(env) if env else None
+
+
+def memory_limit() -> int:
+    """The memory limit in bytes (0: unchecked): :func:`set_memory_limit`, else
+    ``LVAE_MAX_MEMORY`` — a bound on the whole process's peak —, else 80 % of
+    :func:`available_memory` — a bound on what an image may add."""
+    explicit = _explicit_limit()
+    return explicit if explicit is not None else int(DEFAULT_MEMORY_SHARE * available_memory())
+
+
+def current_rss() -> int:
+    """This process's resident memory now, in bytes (``VmRSS``; 0 where there is none)."""
+    return _proc_bytes("/proc/self/status", "VmRSS") or 0
+
+
+def memory_budget() -> tuple[int, int]:
+    """-> (bytes an image's coding may add, the limit) (0, 0: unchecked). An explicit limit
+    (``--max-memory`` / ``LVAE_MAX_MEMORY``) bounds the process's peak, so what the process
+    already holds (the runtime, the model's weights) is taken off it; the default is a share of
+    the memory still available, which already excludes it."""
+    explicit = _explicit_limit()
+    if explicit is None:
+        limit = int(DEFAULT_MEMORY_SHARE * available_memory())
+        return limit, limit
+    if explicit <= 0:
+        return 0, 0
+    return max(1, explicit - current_rss()), explicit
+
+
+def budget_words(budget: int, limit: int) -> str:
+    """How a refusal names the budget: "the 3.2 GiB allowed" (+ what the process holds)."""
+    if budget == limit:
+        return f"the {format_gib(limit)} allowed"
+    return (f"the {format_gib(max(0, limit - current_rss()))} left of the {format_gib(limit)} "
+            f"allowed (this process already holds {format_gib(current_rss())})")
 
 
 def activation_bytes(config, height: int, width: int, batch: int = 1) -> int:
@@ -157,21 +188,44 @@ def check_image_size(config, height: int, width: int, *, batch: int = 1, what: s
     if h < 1 or w < 1:
         raise ResourceLimitError(f"{what}: invalid size {w}×{h}")
     check_dimensions(h, w, what)
-    limit = memory_limit()
+    budget, limit = memory_budget()
     if limit <= 0:
         return
     need = activation_bytes(config, h, w, batch)
-    if need > limit:
+    if need > budget:
         raise ResourceLimitError(
             f"{what}: {w}×{h} would need about {format_gib(need)} to code with {config.name} (estimate), "
-            f"more than the {format_gib(limit)} allowed; allow more with --max-memory SIZE or "
+            f"more than {budget_words(budget, limit)}; allow more with --max-memory SIZE or "
             "LVAE_MAX_MEMORY=SIZE (0 = no check), or use a smaller image")
+
+
+def _is_stdin(path) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(0))
+    except (OSError, ValueError):
+        return False
 
 
 def read_bounded(path, limit: int | None = None, what: str = "file") -> bytes:
     """The bytes of ``path``, refusing anything longer than ``limit`` (default
-    :data:`MAX_FILE_BYTES`) without reading more than ``limit + 1`` bytes."""
+    :data:`MAX_FILE_BYTES`) without reading more than ``limit + 1`` bytes. ``-`` (or a path
+    that is this process's standard input, such as ``/dev/stdin``) reads the standard input;
+    any other non-regular file (a FIFO, a device) is refused before it is opened: opening a FIFO
+    with no writer would wait forever, and a device may never end."""
+    import stat
+    import sys
     limit = MAX_FILE_BYTES if limit is None else int(limit)
+    if str(path) == "-" or _is_stdin(path):
+        data = sys.stdin.buffer.read(limit + 1)
+        if len(data) > limit:
+            raise ResourceLimitError(f"{what} on standard input is larger than {limit} bytes")
+        return data
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise ResourceLimitError(f"{what} {path} is {kind}: only regular files are read (pipe "
+                                 "data to standard input with -)")
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:

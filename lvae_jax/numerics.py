@@ -59,6 +59,24 @@ LINEAR_SQRT_THRESHOLD = 6.0
 
 LOG2_E = math.log2(math.e)
 
+#: The largest prior temperature lvae-jax accepts (sampling, inpainting, decoding latents that a
+#: file does not hold). The temperature multiplies the prior's standard deviations; the official
+#: experiments use 0 … 1, and far above that every latent lands outside what the decoder was
+#: trained on and the image only saturates (at 1e30 it is all black). Not an official rule.
+MAX_TEMPERATURE = 10.0
+
+
+def check_temperature(t, what: str = "temperature") -> float:
+    """``t`` as a float in [0, :data:`MAX_TEMPERATURE`], or ValueError saying why not."""
+    try:
+        v = float(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {t!r}") from None
+    if not (math.isfinite(v) and 0.0 <= v <= MAX_TEMPERATURE):
+        raise ValueError(f"{what} must be in [0, {MAX_TEMPERATURE:g}] (it scales the prior's "
+                         f"standard deviations; 0 = the prior mean, 1 = the prior), got {v:g}")
+    return v
+
 #: Matmul/convolution precision of the codec's device passes: full float32, what the official
 #: code computes on CPU. TF32 (XLA's and cuDNN's GPU default for float32) keeps 10 mantissa bits
 #: instead of 23, so prior scales would move by far more than the 2^-15 relative tolerance the

@@ -205,8 +205,8 @@ def test_flip_search_bomb_is_an_error_not_an_allocation():
 
 # ------------------------------------------------------------------- unbounded reads, huge images
 def test_endless_inputs_are_bounded(hostile):
-    refused(hostile, "zero-bits", "larger than")
-    refused(hostile, "zero-image")
+    refused(hostile, "zero-bits", "is a device")          # refused before a byte is read
+    refused(hostile, "zero-image", "is a device")
     assert not (hostile["dir"] / "x.lvae").exists()
 
 
@@ -226,7 +226,7 @@ def test_outputs_never_replace_inputs_and_are_checked_first(hostile):
     assert (d / "a.png").read_bytes() == hostile["a.png"]
     assert hostile["results"]["good"]["code"] == 0, hostile["results"]["good"]
     refused(hostile, "jpeg-out", "PNG")
-    refused(hostile, "nan-temperature", "finite")
+    refused(hostile, "nan-temperature", "--temperature must be in [0, 10]")
     refused(hostile, "wrong-original", "--original", "nothing written")
     refused(hostile, "nan-lmb", "finite")
     assert not (d / "o.png").exists() and not (d / "t.png").exists() and not (d / "out.jpg").exists()

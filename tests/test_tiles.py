@@ -91,8 +91,11 @@ def test_auto_tiles_only_above_the_memory_budget(codecs):
         tiles.choose_tile(cfg, size, limit=size[0] * size[1] * 3)
 
 
-def test_auto_tiling_through_compress(codecs):
+def test_auto_tiling_through_compress(codecs, monkeypatch):
     c, im = codecs["qarv"], _image()
+    # an explicit limit bounds the process, less what it holds: here nothing, so that the limit
+    # is exactly what the image may add (the accounting itself: test_max_memory_bounds_...)
+    monkeypatch.setattr("lvae_jax.limits.current_rss", lambda: 0)
     try:
         set_memory_limit(activation_bytes(c.config, 150, 200) - 1)
         data = c.compress(im, 300.0, tile="auto")
@@ -227,3 +230,29 @@ def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
     # tiled: the process's fixed cost plus the image; whole: plus every activation of a 3-Mpx pass
     assert tiled[0] < whole[0] - (300 << 20), peaks
     assert tiled[1] <= whole[1] * 1.05, peaks
+
+
+@pytest.mark.slow
+def test_max_memory_bounds_the_peak_of_a_large_tiled_decode(tmp_path):
+    """A 67-Mpx tiled file (256 tiles of 512², the tiny QARV) decodes under --max-memory 1600M
+    with the process's peak (VmHWM) below the limit — the image is assembled in uint8 and the
+    limit counts what the process already holds; with too little memory for the whole image's
+    buffers it is refused before the first tile."""
+    from lvae_jax.checkpoint.model_dir import save_model
+    from lvae_jax.codec import Codec
+    model = T.model("qarv")
+    save_model(model, tmp_path / "m")
+    tile = Codec(model).compress(np.random.default_rng(0).integers(0, 256, (512, 512, 3),
+                                                                    dtype=np.uint8), 300.0)
+    n = 16
+    (tmp_path / "big.lvae").write_bytes(tiles.write_tiled((512 * n, 512 * n), (512, 512),
+                                                          [tile] * (n * n)))
+    limit = 1600 << 20
+    rss = _peak_rss_of(["decompress", tmp_path / "big.lvae", tmp_path / "big.png",
+                        "--ckpt", tmp_path / "m", "--max-memory", str(limit)])
+    assert 0 < rss <= limit, f"peak {rss / 2**20:.0f} MiB above --max-memory {limit >> 20} MiB"
+    assert imageio.image_size(tmp_path / "big.png") == (512 * n, 512 * n)
+    r = _cli("decompress", tmp_path / "big.lvae", tmp_path / "small.png", "--ckpt",
+             tmp_path / "m", "--max-memory", "900M")
+    assert r.returncode == 2 and "this process already holds" in r.stderr, r.stderr
+    assert not (tmp_path / "small.png").exists()

@@ -73,6 +73,15 @@ class DecodeOptions:
     key: jax.Array | None = None
     allow_partial: bool = False
     verify: bool = True
+    #: the image returned: ``"float"`` (float32 in [0, 1]) or ``"uint8"`` (what a PNG holds,
+    #: rounded like :func:`lvae_jax.image.to_uint8`; a tiled file is then assembled in 3 bytes
+    #: per pixel instead of 12)
+    pixels: str = "float"
+
+    def __post_init__(self):
+        if self.pixels not in ("float", "uint8"):
+            raise ValueError(f"pixels must be 'float' or 'uint8', got {self.pixels!r}")
+        numerics.check_temperature(self.temperature)
 
 
 def official_risk_note(at_risk: int, near_boundary: float = NEAR_BOUNDARY) -> str:
@@ -225,7 +234,7 @@ class Codec:
     def decompress(self, data, **options) -> np.ndarray:
         """A file's bytes (any layout) -> the image, (H, W, 3) float32 in [0, 1]. ``options``:
         the fields of :class:`DecodeOptions` (``num_blocks``, ``temperature``, ``key``,
-        ``allow_partial``, ``verify``)."""
+        ``allow_partial``, ``verify``, ``pixels``)."""
         return self.decompress_details(data, **options).image
 
     def decompress_details(self, data, **options) -> DecodeResult:
@@ -293,7 +302,8 @@ class Codec:
                                 key=opts.key, verify=opts.verify, robust=opts.verify,
                                 report=report)[0]
         h, w = p.meta.image_size
-        return DecodeResult(img[:h, :w], p.layout, k, self.num_latents, p.meta.lmb, 0.0,
+        img = img[:h, :w] if opts.pixels == "float" else imageio.to_uint8(img[:h, :w])
+        return DecodeResult(img, p.layout, k, self.num_latents, p.meta.lmb, 0.0,
                             notes + report.notes(), report)
 
     def _decompress_tiled(self, data: bytes, opts: DecodeOptions) -> DecodeResult:
@@ -307,12 +317,13 @@ class Codec:
             raise BitstreamError(f"lvae tiled file: {len(data)} bytes, the header announces "
                                  f"{hdr.total_size} (truncated; --partial decodes what it holds)")
         h, w = hdr.image_size
-        out = np.empty((h, w, 3), np.float32)
+        as_pixels = imageio.to_uint8 if opts.pixels == "uint8" else (lambda a: a)
+        out = np.empty((h, w, 3), np.uint8 if opts.pixels == "uint8" else np.float32)
         state = _TiledDecode(self.num_latents, DecodeReport(near_boundary=self.coder.near_boundary))
         for k, payload, problem in tiles.iter_tiles(data, hdr, opts.allow_partial):
             img = self._decode_tile(k, payload, problem, hdr, opts, state)
             rs, cs = hdr.region(k)
-            out[rs, cs] = img[: rs.stop - rs.start, : cs.stop - cs.start]
+            out[rs, cs] = as_pixels(img[: rs.stop - rs.start, : cs.stop - cs.start])
         rows, cols = hdr.grid
         state.notes.insert(0, f"tiled file: {rows}×{cols} tiles of {hdr.tile_size[1]}x"
                               f"{hdr.tile_size[0]}")
@@ -357,6 +368,7 @@ class Codec:
             raise BitstreamError(f"lvae tiled file: tile {k} holds a {size[1]}x{size[0]} image, "
                                  f"not a {hdr.tile_size[1]}x{hdr.tile_size[0]} tile (corrupt)")
         tile_opts = DecodeOptions(opts.num_blocks, opts.temperature, key, partial, opts.verify)
+        # (each tile as float32; converted as it is placed)
         return self._decompress_one(parsed, tile_opts)
 
     def _prior_tile(self, k, hdr, opts: DecodeOptions, key, lmb) -> np.ndarray:

@@ -29,7 +29,8 @@ import numpy as np
 
 from lvae_jax.entropy.coder import BitstreamError, as_bytes
 from lvae_jax.limits import (MAX_PIXELS, MAX_SIDE, ResourceLimitError, activation_bytes,
-                             check_dimensions, format_gib, memory_limit)
+                             budget_words, check_dimensions, format_gib,
+                             memory_budget)
 
 MAGIC = b"LVAT"
 VERSION = 1
@@ -112,7 +113,8 @@ def choose_tile(config, image_size, limit: int | None = None,
     ``max_side`` and the whole image fits, else the largest square tiles of at most ``max_side``
     that fit, equalised over the rows and columns they need. Raises
     :class:`~lvae_jax.limits.ResourceLimitError` when not even :data:`MIN_TILE` tiles fit."""
-    limit = memory_limit() if limit is None else int(limit)
+    budget, total = memory_budget() if limit is None else (int(limit), int(limit))
+    limit = budget
     h, w = image_size
     s = config.max_stride
     fits = limit <= 0 or activation_bytes(config, h, w) <= limit
@@ -125,8 +127,8 @@ def choose_tile(config, image_size, limit: int | None = None,
     if t < MIN_TILE:
         raise ResourceLimitError(
             f"image {w}×{h}: even {MIN_TILE}-pixel tiles would need about "
-            f"{tiled_bytes(config, image_size, (MIN_TILE, MIN_TILE)) / (1 << 30):.1f} GiB with "
-            f"{config.name}, more than the {limit / (1 << 30):.1f} GiB allowed (--max-memory)")
+            f"{format_gib(tiled_bytes(config, image_size, (MIN_TILE, MIN_TILE)))} with "
+            f"{config.name}, more than {budget_words(budget, total)} (--max-memory)")
     rows, cols = tile_grid(image_size, (t, t))
     th = -(-(-(-h // rows)) // s) * s
     tw = -(-(-(-w // cols)) // s) * s
@@ -139,13 +141,13 @@ def check_tiled(config, image_size, tile_size, what: str = "image") -> None:
     h, w = image_size
     check_dimensions(h, w, what)
     check_dimensions(*tile_size, what=f"{what} (tile)")
-    limit = memory_limit()
+    budget, limit = memory_budget()
     need = tiled_bytes(config, image_size, tile_size)
-    if limit > 0 and need > limit:
+    if limit > 0 and need > budget:
         th, tw = tile_size
         raise ResourceLimitError(
             f"{what}: {w}×{h} in tiles of {tw}×{th} would need about {format_gib(need)} with "
-            f"{config.name} (estimate), more than the {format_gib(limit)} allowed; allow more with "
+            f"{config.name} (estimate), more than {budget_words(budget, limit)}; allow more with "
             "--max-memory SIZE or LVAE_MAX_MEMORY=SIZE (0 = no check), or use smaller tiles")
 
 

@@ -96,6 +96,19 @@ def psnr(x, y):
     return psnr_from_mse(mse(x, y))
 
 
+def psnr_uint8(x: np.ndarray, y: np.ndarray, rows: int = 256) -> float:
+    """PSNR in dB of two uint8 images of one shape, as :func:`psnr` of their ``x / 255`` (exact
+    integer sums), in strips of ``rows`` rows: no float copy of a large image."""
+    if x.shape != y.shape or x.dtype != np.uint8 or y.dtype != np.uint8:
+        raise ValueError(f"psnr_uint8 needs two uint8 images of one shape, got {x.shape} "
+                         f"{x.dtype} and {y.shape} {y.dtype}")
+    sq = 0
+    for r in range(0, x.shape[0], rows):
+        d = x[r:r + rows].astype(np.int32) - y[r:r + rows]
+        sq += int(np.sum(d * d, dtype=np.int64))
+    return psnr_from_mse(sq / (x.size * 255.0 ** 2))
+
+
 def mean_psnr(psnrs: Iterable[float]) -> float:
     """The dataset PSNR: the mean of per-image PSNRs (the official rule)."""
     values = np.asarray(list(psnrs), dtype=np.float64)

@@ -24,7 +24,6 @@ graph definitions (e.g. the same model loaded twice) and cached per input shape.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -186,10 +185,10 @@ class GenerativeModel:
 
     @staticmethod
     def _temperature(t) -> jax.Array:
-        t = float(t)
-        if not math.isfinite(t) or t < 0:
-            raise GenerativeError(f"temperature must be a finite number >= 0, got {t}")
-        return jnp.float32(t)
+        try:
+            return jnp.float32(numerics.check_temperature(t))
+        except ValueError as e:
+            raise GenerativeError(str(e)) from None
 
     # -- passes ----------------------------------------------------------------------------------
 

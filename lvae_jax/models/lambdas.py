@@ -68,7 +68,7 @@ def check_lmb(config, lmb, what: str = "λ") -> float | None:
         raise LambdaError(f"{what} must be a number, got {lmb!r}") from None
     v32 = float(np.float32(v)) if math.isfinite(v) else v
     if not _in_range(v32, lo, hi):
-        raise LambdaError(f"{what} = {v:g} is outside the range {config.name} was trained for, "
+        raise LambdaError(f"{what} = {v:.10g} is outside the range {config.name} was trained for, "
                           f"[{lo:g}, {hi:g}]")
     return v32
 

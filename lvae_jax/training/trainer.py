@@ -38,15 +38,12 @@ from lvae_jax import xla_defaults
 from lvae_jax.files import atomic_write_text
 from lvae_jax.training import parallel
 from lvae_jax.training.config import TrainConfig
+from lvae_jax.training.errors import TrainingError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (non-finite loss, a run directory that does not fit ...)."""
 
 
 @dataclass
@@ -107,15 +104,15 @@ def build_params(model_config, flat_params, seed: int, abstract: bool = False,
     """
     from flax import nnx
 
-    import lvae_jax
-    skeleton = lvae_jax.build_model(model_config, abstract=True)
+    from lvae_jax.models import build_model
+    skeleton = build_model(model_config, abstract=True)
     if flat_params is not None:
         from lvae_jax.checkpoint.model_dir import assign_params
         return nnx.split(assign_params(skeleton, flat_params), nnx.Param)
     graphdef, shapes = nnx.split(skeleton, nnx.Param)
     if abstract:
         return graphdef, shapes
-    return graphdef, nnx.split(lvae_jax.build_model(model_config, seed=seed), nnx.Param)[1]
+    return graphdef, nnx.split(build_model(model_config, seed=seed), nnx.Param)[1]
 
 
 def export_model(graphdef, params, path, meta: dict) -> Path:
@@ -262,8 +259,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     del params
     checkpointer = TrainCheckpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     try:
-        run = _Run(cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef, tx,
-                   state, checkpointer, resume)
+        setup = _Setup(cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef,
+                       tx)
+        run = _Run(setup, state, checkpointer, resume)
         if is_main:
             log.info("%s: %.2fM parameters; %d device(s) in %d process(es), global batch %d; "
                      "%d training images (%s); steps %d -> %d; loss weighting: %s",
@@ -275,17 +273,35 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
         checkpointer.close()
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What a run is made of besides its state: the configuration, whether this process logs,
+    the run directory, the model, the data source, the device mesh and global batch, the model's
+    graph and the optimizer."""
+    cfg: TrainConfig
+    is_main: bool
+    run_dir: Path
+    model_config: object
+    source: object
+    mesh: object
+    global_batch: int
+    graphdef: object
+    tx: object
+
+
 class _Run:
     """One call of :func:`train` after the set-up: the jitted step, the loader, the evaluator and
     the logs around a state that is restored (``resume``) or fresh. ``settle`` fetches the last
     dispatched step's metrics (the device stays one step ahead), ``save`` writes a checkpoint,
     ``evaluate`` the RD evaluation, ``loop`` runs the steps and returns the :class:`TrainResult`."""
 
-    def __init__(self, cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef,
-                 tx, state, checkpointer, resume: bool):
+    def __init__(self, setup: _Setup, state, checkpointer, resume: bool):
         from lvae_jax.data import DataPosition
         from lvae_jax.training.checkpoints import abstract_like
         from lvae_jax.training.step import make_train_step, step_key
+        cfg, is_main, run_dir = setup.cfg, setup.is_main, setup.run_dir
+        model_config, source, mesh = setup.model_config, setup.source, setup.mesh
+        global_batch, graphdef, tx = setup.global_batch, setup.graphdef, setup.tx
         self.cfg, self.is_main, self.run_dir = cfg, is_main, run_dir
         self.model_config, self.source, self.mesh = model_config, source, mesh
         self.global_batch, self.graphdef, self.checkpointer = global_batch, graphdef, checkpointer
