@@ -116,12 +116,21 @@ def bounded_logscale(logscale: jax.Array, floor: float = LATENT_LOGSCALE_FLOOR) 
     return torch_softplus(logscale + floor) - floor
 
 
+def pinned(x: jax.Array) -> jax.Array:
+    """``x`` in float32: where a rule of this module takes over from the network (prior and
+    posterior parameters, rates, likelihood bounds), whatever the compute dtype (bf16 training);
+    a no-op in float32."""
+    return x.astype(jnp.float32)
+
+
 def layer_norm(x: jax.Array, scale: jax.Array | None = None, bias: jax.Array | None = None,
                eps: float = LAYER_NORM_EPS) -> jax.Array:
     """``F.layer_norm`` over the last axis (channels, NHWC): biased variance, eps inside the sqrt.
 
     Computed as ``mean((x - mean)^2)`` like PyTorch, not ``E[x^2] - E[x]^2``.
     """
+    dtype = x.dtype                       # statistics in float32 also under bfloat16
+    x = x.astype(jnp.float32)
     mean = jnp.mean(x, axis=-1, keepdims=True)
     xc = x - mean
     var = jnp.mean(jnp.square(xc), axis=-1, keepdims=True)
@@ -130,7 +139,7 @@ def layer_norm(x: jax.Array, scale: jax.Array | None = None, bias: jax.Array | N
         y = y * scale
     if bias is not None:
         y = y + bias
-    return y
+    return y.astype(dtype)
 
 
 def linear_sqrt(x: jax.Array, threshold: float = LINEAR_SQRT_THRESHOLD) -> jax.Array:

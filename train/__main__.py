@@ -88,6 +88,9 @@ FLAGS = {
                        "'official' (default): the batch mean of R + λD; 'per-image': each image "
                        "reweighted by the inverse of its own loss (same loss value and per-image "
                        "optimum; helps a short variable-rate run learn its λ conditioning)"),
+    "precision": ("optimisation", (), None,
+                  "fp32 (default) or bf16: bfloat16 convolutions, matmuls and activations, "
+                  "float32 parameters, optimizer state, EMA and rate terms"),
     "adam_b1": ("optimisation", (), "B1", "Adam β1 (default 0.9)"),
     "adam_b2": ("optimisation", (), "B2", "Adam β2 (default 0.999)"),
     "adam_eps": ("optimisation", (), "EPS", "Adam ε (default 1e-8)"),
@@ -133,6 +136,7 @@ FLAGS = {
 
 #: Choices of the string fields that have them.
 CHOICES = {"lr_schedule": "LR_SCHEDULES", "loss_weighting": "LOSS_WEIGHTINGS",
+           "precision": "PRECISIONS",
            "eval_weights": None}
 GROUPS = ("model", "data", "optimisation", "evaluation", "run")
 

@@ -52,12 +52,12 @@ class QResLatentBlock(nnx.Module):
 
     def prior(self, feature, emb=None):
         feature = self.resnet_front(feature)
-        pm, plogv = jnp.split(self.prior_net(feature), 2, axis=-1)
+        pm, plogv = jnp.split(numerics.pinned(self.prior_net(feature)), 2, axis=-1)
         pv = jnp.exp(numerics.bounded_logscale(plogv))
         return feature, pm, pv
 
     def posterior(self, feature, enc_feature, emb=None):
-        return self.posterior_net(jnp.concatenate([feature, enc_feature], axis=-1)), None
+        return numerics.pinned(self.posterior_net(jnp.concatenate([feature, enc_feature], axis=-1))), None
 
     def fuse(self, feature, z, emb=None):
         feature = feature + self.z_proj_out(numerics.gelu(self.z_proj_in(z)))
@@ -92,7 +92,7 @@ class QARVLatentBlock(nnx.Module):
 
     def prior(self, feature, emb):
         feature = self.resnet_front(feature, emb)
-        pm, plogv = jnp.split(self.prior_conv(feature), 2, axis=-1)
+        pm, plogv = jnp.split(numerics.pinned(self.prior_conv(feature)), 2, axis=-1)
         pv = jnp.exp(numerics.bounded_logscale(plogv))
         return feature, pm, pv
 
@@ -101,7 +101,7 @@ class QARVLatentBlock(nnx.Module):
         feature = self.posterior1(feature, emb)
         merged = self.post_merge(jnp.concatenate([feature, enc_feature], axis=-1))
         merged = self.posterior2(merged, emb)
-        return self.posterior_conv(merged), None
+        return numerics.pinned(self.posterior_conv(merged)), None
 
     def fuse(self, feature, z, emb):
         return self.resnet_end(feature + self.z_proj(z), emb)
@@ -133,7 +133,7 @@ class RDLatentBlock(nnx.Module):
 
     def prior(self, feature, emb):
         feature = self.resnet_front(feature, emb)
-        pm, pv = jnp.split(self.prior_conv(feature), 2, axis=-1)
+        pm, pv = jnp.split(numerics.pinned(self.prior_conv(feature)), 2, axis=-1)
         return feature, numerics.linear_sqrt(pm), numerics.rd_std_smooth(pv)
 
     def posterior(self, feature, enc_feature, emb):
@@ -141,7 +141,7 @@ class RDLatentBlock(nnx.Module):
         feature = self.posterior1(feature, emb)
         merged = self.post_merge(jnp.concatenate([feature, enc_feature], axis=-1))
         merged = self.posterior2(merged, emb)
-        qm, qv = jnp.split(self.posterior_conv(merged), 2, axis=-1)
+        qm, qv = jnp.split(numerics.pinned(self.posterior_conv(merged)), 2, axis=-1)
         return numerics.linear_sqrt(qm), numerics.rd_std_smooth(qv)
 
     def fuse(self, feature, z, emb):

@@ -91,7 +91,8 @@ class Linear(nnx.Module):
         self.bias = nnx.Param(_init_bias(rngs, (out_features,), in_features, zero_bias))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.kernel[...] + self.bias[...]
+        w = self.kernel[...]
+        return x.astype(w.dtype) @ w + self.bias[...]
 
 
 class Conv2d(nnx.Module):
@@ -115,6 +116,7 @@ class Conv2d(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel_size, self.stride, self.padding
         w = self.kernel[...]
+        x = x.astype(w.dtype)          # the compute dtype is the parameters' (mixed precision)
         if k == 1 and s == 1 and p == 0:
             y = x @ w[0, 0]
         elif k == s and p == 0:
@@ -136,7 +138,8 @@ class DepthwiseConv2d(nnx.Module):
         self.bias = nnx.Param(_init_bias(rngs, (channels,), fan_in, zero=False))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return depthwise_conv2d(x, self.kernel[...]) + self.bias[...]
+        w = self.kernel[...]
+        return depthwise_conv2d(x.astype(w.dtype), w) + self.bias[...]
 
 
 class ConvTranspose2d(nnx.Module):
@@ -160,6 +163,7 @@ class ConvTranspose2d(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
         w = jnp.flip(self.kernel[...], axis=(0, 1))
+        x = x.astype(w.dtype)
         pad = [(k - 1 - p, k - 1 - p + op)] * 2
         y = jax.lax.conv_general_dilated(x, w, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=_DIMS)
         return y + self.bias[...]

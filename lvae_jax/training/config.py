@@ -23,6 +23,7 @@ from pathlib import Path
 
 LR_SCHEDULES = ("constant", "cosine", "const-0.5-cos")
 LOSS_WEIGHTINGS = ("official", "per-image")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -73,6 +74,11 @@ class TrainConfig:
     spike_factor: float = 10.0
     spike_window: int = 100
     spike_lr_scale: float = 0.1
+    #: "fp32" (default, the official arithmetic) or "bf16" mixed precision: parameters, optimizer
+    #: state and EMA stay float32; the forward and backward passes (convolutions, matmuls,
+    #: activations) run in bfloat16; what lvae_jax.numerics pins (rates, likelihood bounds, the
+    #: distortion) is computed in float32 (lvae_jax.training.precision).
+    precision: str = "fp32"
     ema: bool = True
     ema_decay: float = 0.9999
     ema_warmup: int = 10_000
@@ -123,6 +129,8 @@ class TrainConfig:
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
                              f"got {self.loss_weighting!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_weights not in ("ema", "params", "both"):
             raise ValueError("eval_weights must be ema, params or both")
         if self.eval_weights != "params" and not self.ema:

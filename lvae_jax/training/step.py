@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 from lvae_jax.models.lambdas import sample_lmb
+from lvae_jax.training.precision import compute_params
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from lvae_jax.training.state import TrainState
 
@@ -73,12 +74,13 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
     window = cfg.spike_window
 
     def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
-        im = batch.astype(jnp.float32) / 255.0
+        im = batch.astype(jnp.float32) / 255.0     # float32 input: the model casts per layer
         k_lmb, k_fwd = jax.random.split(jax.random.wrap_key_data(key))
         lmb = sample_lmb(k_lmb, model_config, im.shape[0])
 
         def loss_fn(params):
-            out = nnx.merge(graphdef, params)(im, lmb, training=True, key=k_fwd)
+            out = nnx.merge(graphdef, compute_params(params, cfg.precision))(
+                im, lmb, training=True, key=k_fwd)
             return batch_loss(out.loss_per_image, cfg.loss_weighting), out.metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
