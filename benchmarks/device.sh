@@ -17,7 +17,8 @@
 #      (lvae_jax.numerics.CODEC_PRECISION; the official side with TF32 off), then qarv_base with
 #      each framework's default precision (--precision default, TF32 on): the rule's cost;
 #   2. compile time of the codec passes (compile_time.py);
-#   3. the training step, batch 4 at 256² (train_step.py --only step), official on CUDA beside it;
+#   3. the training step, batch 4 at 256² (train_step.py --only step), float32 and bf16 mixed
+#      precision, official on CUDA beside it;
 #   4. the real training loop on a JPEG folder beside the official train-fix-rate.py loop
 #      (train_step.py --only loop, qres34m);
 #   5. the data-parallel step on the machine's devices (train_step.py --only scaling).
@@ -61,7 +62,7 @@ step codec_fp32 130 env LVAE_BENCH_TF32=0 \
 step codec_default 70 env LVAE_BENCH_TF32=1 \
     "$PY" benchmarks/codec.py --models qarv_base --repeats 5 --skip-4k --precision default "${OFF[@]}" --json "$OUT/codec_default.json"
 step compile 80 "$PY" benchmarks/compile_time.py --models qarv_base --json "$OUT/compile.json"
-step train_step 140 "$PY" benchmarks/train_step.py --only step --repeats 5 "${OFF[@]}"
+step train_step 140 "$PY" benchmarks/train_step.py --only step --repeats 5 --precision fp32 bf16 "${OFF[@]}"
 step loop 60 "$PY" benchmarks/train_step.py --only loop --models qres34m --loop-steps 12 "${OFF[@]}"
 step scaling 50 "$PY" benchmarks/train_step.py --only scaling --models qarv_base
 echo "done: $OUT" | tee -a "$OUT/log.txt"

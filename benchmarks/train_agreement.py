@@ -216,7 +216,7 @@ def initial_weights(kind: str, seed: int, args, work: Path) -> tuple[Path, Path]
     _run([args.official_python, "-c", OFFICIAL_INIT, cfg_json, seed, pt], _official_env(args.official_src))
     mdir = work / f"{kind}-init{seed}"
     if not mdir.exists():
-        convert_torch_to_model(pt, mdir, config=cfg)
+        convert_torch_to_model(pt, mdir, model=cfg)
     return pt, mdir
 
 
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
             ema_dir = work / f"official-{kind}-{seed}-ema"
             if not ema_dir.exists():
                 from lvae_jax.checkpoint.torch_io import convert_torch_to_model
-                convert_torch_to_model(r["ema"], ema_dir, config=model_config(kind))
+                convert_torch_to_model(r["ema"], ema_dir, model=model_config(kind))
             points["official"].append(final_points(kind, ema_dir, test))
             print(f"{kind} seed {seed} official: {r['wall_s']:.0f} s, final "
                   f"{points['official'][-1]}", flush=True)

@@ -51,7 +51,7 @@ def _peak_rss_gb() -> float:
     return peak_rss() / 1e9
 
 
-def _jax_step_setup(model_name, batch, size, model_args=None):
+def _jax_step_setup(model_name, batch, size, model_args=None, precision="fp32"):
     from lvae_jax import xla_defaults
     xla_defaults.limit_malloc_arenas()  # as lvae_jax.training.train does, before JAX starts
     import jax
@@ -62,15 +62,16 @@ def _jax_step_setup(model_name, batch, size, model_args=None):
     from lvae_jax.training.trainer import build_params
     config = get_config(model_name, **(model_args or {}))
     graphdef, params = build_params(config, None, seed=0)
-    cfg = TrainConfig(data_dir="x").resolved(config.variable_rate)
+    cfg = TrainConfig(data_dir="x", precision=precision).resolved(config.variable_rate)
     tx = make_optimizer(cfg)
     im = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     return jax, config, graphdef, params, cfg, tx, im, init_train_state, make_train_step
 
 
-def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
+def worker_jax(model_name: str, batch: int, size: int, repeats: int, model_args=None,
+               precision: str = "fp32") -> dict:
     jax, config, graphdef, params, cfg, tx, im, init_state, make_step = _jax_step_setup(
-        model_name, batch, size)
+        model_name, batch, size, model_args, precision)
     import numpy as np
 
     from lvae_jax.training import parallel, step_key
@@ -94,7 +95,8 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int) -> dict:
         state, m = compiled(state, im, step_key(state.rng, t + 1))
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-    return {"impl": "lvae-jax", "device": str(jax.devices()[0]), "compile_s": compile_s,
+    return {"impl": "lvae-jax", "precision": precision, "device": str(jax.devices()[0]),
+            "compile_s": compile_s,
             "mean_s": float(np.mean(times)), "min_s": float(np.min(times)),
             "depthwise": os.environ.get("LVAE_DEPTHWISE", "auto"),
             # where the memory goes: the step's buffers as XLA planned them (state in and out
@@ -330,6 +332,11 @@ def main(argv=None) -> int:
     p.add_argument("--scaling-model", default="qres34m")
     p.add_argument("--scaling-args", default='{"ch": 32}', help="JSON model builder arguments")
     p.add_argument("--scaling-batch", type=int, default=8)
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="lvae-jax step precisions (TrainConfig.precision), each its own rows")
+    p.add_argument("--model-args", default="{}",
+                   help="JSON builder arguments of --models (e.g. a narrower configuration); "
+                        "the official step is skipped when given")
     args = p.parse_args(argv)
     cache = tempfile.mkdtemp(prefix="lvae_bench_xla_")  # shared by the workers of this run
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
@@ -339,15 +346,18 @@ def main(argv=None) -> int:
         if not official:
             print(json.dumps({"official": "skipped: lvae + torch + torchvision + timm do not import "
                                           f"in {args.official_python} (see --official-python)"}))
-        for name in args.models:
+        model_args = json.loads(args.model_args)
+        for name, precision in [(n, pr) for n in args.models for pr in args.precision]:
             kw = dict(model_name=name, batch=args.batch, size=args.size, repeats=args.repeats)
-            row = {"bench": "train_step", "model": name, "batch": args.batch, "size": args.size}
-            row["lvae_jax"] = _run({"fn": "worker_jax", "kw": kw})
+            row = {"bench": "train_step", "model": name, "batch": args.batch, "size": args.size,
+                   "precision": precision, "model_args": model_args}
+            jkw = dict(kw, model_args=model_args, precision=precision)
+            row["lvae_jax"] = _run({"fn": "worker_jax", "kw": jkw})
             # the same step again in a fresh process: the executable now comes from the run's
             # persistent compilation cache (as in a resumed run), so its peak memory is the
             # step's own, without the compiler's
-            row["lvae_jax_cached"] = _run({"fn": "worker_jax", "kw": kw})
-            if official:
+            row["lvae_jax_cached"] = _run({"fn": "worker_jax", "kw": jkw})
+            if official and not model_args and precision == args.precision[0]:
                 row["official"] = _run({"fn": "worker_official", "kw": kw}, python=args.official_python,
                                        src=args.official_src)
                 j, o = row["lvae_jax"].get("mean_s"), row["official"].get("mean_s")

@@ -43,7 +43,9 @@ def build_model(config, *, seed: int = 0, abstract: bool = False):
 def load_model(path_or_name, **kwargs):
     """A model directory (from ``python -m convert``, training or the model cache), or an official
     model by name with its official weights (``"qarv_base"``, ``"qres34m-lmb64"``: the names
-    ``python -m lvae_jax models`` lists; a directory of that name wins)."""
+    ``python -m lvae_jax models`` lists; a directory of that name wins). ``kwargs``: for a
+    directory, configuration fields to change (``lmb_range=(16, 2048)``); for a name, the
+    official builder's arguments (as :func:`get_model`)."""
     from pathlib import Path
     from lvae_jax.checkpoint.model_dir import load_model as _load
     if Path(path_or_name).is_dir():

@@ -2,10 +2,10 @@
 
 ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK library fusions). In jaxlib 0.10,
 XLA:CPU hands element-wise fusions to YNNPACK, which materialises every shifted slice of the
-depthwise 7×7 convolution and broadcasts its kernel to the full activation size: a ConvNeXt block
-at 128×192×192 then needs 324 MiB of temporaries and 143 ms; without the library fusion 72 MiB
-and 65 ms (measured here, 2 threads). Whole models at 512×768: qres34m forward 2.13 s / 3.0 GiB
--> 1.43 s / 1.4 GiB. The flag only concerns the CPU backend; GPU/TPU are unaffected.
+depthwise 7×7 convolution and broadcasts its kernel to the full activation size, several times
+the temporaries and about twice the time of the same block without the library fusion (figures:
+docs/benchmarks.md, "XLA defaults"). The flag only concerns the CPU backend; GPU/TPU are
+unaffected.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend starts, so this must run before any JAX
 computation: importing :mod:`lvae_jax` does it, and does nothing if the user already chose a value
@@ -13,11 +13,9 @@ for the flag or JAX is already running.
 
 :func:`limit_malloc_arenas` (the training entry point calls it): one glibc malloc arena instead of
 one per thread. XLA:CPU's thread pool frees and re-allocates the step's multi-GB temporaries every
-step; with an arena per thread they stay resident in several arenas. Steps at batch 4, 256²,
-same cached executables: peak resident memory qres34m 7.80 -> 6.82 GB, qarv_base 9.94 -> 8.67 GB,
-step time unchanged (8.66 / 8.71 s, 9.55 / 9.49 s);
-the official PyTorch step is unaffected by the same setting, and the codec's encode/decode are
-not helped by it (+2–8 %), so importing the package does not apply it (docs/training.md).
+step; with an arena per thread they stay resident in several arenas (a training step's peak
+resident memory drops by about an eighth, its time unchanged; docs/benchmarks.md). The codec's
+encode/decode are not helped by it, so importing the package does not apply it.
 """
 
 from __future__ import annotations

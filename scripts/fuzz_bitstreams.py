@@ -69,7 +69,7 @@ MUTATIONS = ("bitflip", "byte", "truncate", "extend", "garbage", "swap", "header
 #: Image sizes (H, W) a ``size`` mutation forges: degenerate, odd, large, the formats' maxima.
 FORGED_SIZES = ((1, 1), (1, 65535), (65535, 1), (65, 129), (4096, 4096), (12000, 12000),
                 (16000, 16000), (16384, 16384), (65535, 65535))
-FORMATS = ("lvae", "qarv", "qres", "coder")
+FORMATS = ("lvae", "qarv", "qres", "coder", "image")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,6 +342,9 @@ def _forge_size(rng, entry: Entry) -> tuple[bytes, str]:
         pix = f.pixel_strings   # the official structure, pickled directly (the writer checks sizes)
         obj = [list(x) for x in f.latent_strings] + [shape] + ([list(pix)] if pix else []) + [(h, w)]
         return pickle.dumps(obj, protocol=f.protocol), f"{h}x{w}, feature shape {shape}"
+    if entry.fmt == "image":                 # scripts/fuzz_images.py: the image header's size
+        from fuzz_images import forge_size
+        return forge_size(entry, h, w), f"{h}x{w} in the {entry.meta['format']} header"
     return mutate(rng, entry, "header")
 
 

@@ -95,3 +95,17 @@ def test_fuzz_real_models_notices_a_wrong_decoded_image(tmp_path, monkeypatch):
     assert summary.failures, summary.report()
     assert all("another image" in f["error"] for f in summary.failures), summary.report()
     assert summary.cases == 40
+
+
+def test_fuzz_sample_of_image_inputs():
+    """The image class (scripts/fuzz_images.py): mutated PNG/JPEG/TIFF/GIF/WebP/BMP files and
+    forged header sizes through the image loader — each loads as the size its header states or
+    is refused, never a crash, a hang or an allocation beyond the harness's memory bound."""
+    fuzz = _load()
+    summary = fuzz.run_fuzz(cases=400, seed=2026, time_limit=30.0,
+                            corpus="fuzz_images:build_corpus", decoder="fuzz_images:load_file")
+    print(summary.report())
+    assert not summary.failures, summary.report()
+    assert set(summary.by_mutation) == set(fuzz.MUTATIONS)
+    assert summary.stats["image-unmodified"] > 10 and summary.stats["decoder-refused"] > 50
+    assert summary.stats["image-accepted-modified"] > 10

@@ -108,3 +108,12 @@ def test_version_1_and_2_directories_still_load(model, tmp_path, cache):
     (tmp_path / "v2" / "weights.bin").write_bytes(bytes(raw))
     with pytest.raises(md.CheckpointError, match="do not match the recorded sha256"):
         md.load_params(tmp_path / "v2")
+
+
+def test_load_model_takes_configuration_overrides(model, tmp_path, cache):
+    import lvae_jax
+    d = md.save_model(model, tmp_path / "m")
+    m = lvae_jax.load_model(d, lmb_range=[32.0, 1024.0])
+    assert m.config.lmb_range == (32.0, 1024.0) and m.weights_sha256 == lvae_jax.load_model(d).weights_sha256
+    with pytest.raises(md.CheckpointError, match="fields"):
+        lvae_jax.load_model(d, widht=3)

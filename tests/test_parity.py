@@ -197,6 +197,37 @@ def test_conversion_round_trip(converted, tmp_path):
         assert np.array_equal(sd[key], converted.state_dict[key]), f"{key} changed in the round trip"
 
 
+@pytest.mark.parametrize("converted", MANIFESTS, ids=[m.model for m in MANIFESTS], indirect=True)
+def test_official_weights_by_name_through_a_hub_mirror(converted, tmp_path):
+    """``get_model(name, pretrained=True)`` in a fresh process, against a local stand-in of the
+    Hugging Face hub (tests/hub_mirror.py) serving this model's rebuilt official checkpoint under
+    its official path: downloaded, converted into the cache, and the same weights as the manual
+    conversion. (The download, lock, kill and error cases: test_pretrained.py.)"""
+    import os
+    import subprocess
+    import sys
+    from hub_mirror import HubMirror
+    from lvae_jax.checkpoint.model_dir import read_info
+    from lvae_jax.models.registry import MODELS, OFFICIAL_REPO
+    from parity_support import REPO
+    man = converted.manifest
+    entry = MODELS[man.model]
+    args = {entry.weights_arg: man.args[entry.weights_arg]} if entry.weights_arg else {}
+    file = entry.file_for(**args)
+    code = ("import json, sys, lvae_jax; m = lvae_jax.get_model(sys.argv[1], pretrained=True, "
+            "**json.loads(sys.argv[2])); print(m.weights_sha256, m.config.name)")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), LVAE_MODELS_DIR=str(tmp_path / "models"),
+               HF_HUB_DISABLE_TELEMETRY="1")
+    with HubMirror({OFFICIAL_REPO: {file.path: converted.pt}}) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        r = subprocess.run([sys.executable, "-c", code, man.model, json.dumps(args)], env=env,
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sha, name = r.stdout.split()[-2:]
+    assert name == man.model
+    assert sha == read_info(converted.result.out_dir)["weights_sha256"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation mode
 # ------------------------------------------------------------------------------------------------

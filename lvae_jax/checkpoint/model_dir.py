@@ -394,13 +394,25 @@ def _mismatch_report(missing, unexpected, wrong, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def load_model(path, config=None):
+def load_model(path, config=None, **overrides):
     """Build the model recorded in ``path`` (or ``config``, which must have the same parameter
-    shapes, e.g. another λ range) and load its parameters. The model carries the verified sha256
-    of its weights as ``model.weights_sha256`` (its identity in bitstreams)."""
+    shapes) and load its parameters. ``overrides``: fields of the recorded
+    :class:`~lvae_jax.models.specs.ModelConfig` to change, e.g. ``lmb_range=(16, 2048)`` (the
+    official zoo's λ range argument). The model carries the verified sha256 of its weights as
+    ``model.weights_sha256`` (its identity in bitstreams)."""
+    import dataclasses
     from lvae_jax.models import HierarchicalVAE
     from lvae_jax.nn.layers import HostInit
     recorded, params, info = load_params(path)
+    if overrides:
+        try:
+            recorded = dataclasses.replace(config or recorded, **{
+                k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+        except TypeError as e:
+            fields = ", ".join(f.name for f in dataclasses.fields(recorded) if f.init)
+            raise CheckpointError(f"{path}: {e}; a model directory's configuration has the "
+                                  f"fields {fields}") from None
+        config = None
     # the module tree with zero-stride placeholder arrays (no init, no tracing), then the
     # file's arrays in their place
     model = assign_params(HierarchicalVAE(config or recorded, rngs=HostInit(0, abstract=True)),

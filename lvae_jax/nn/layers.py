@@ -42,7 +42,7 @@ class HostInit:
     """Initial parameters drawn on the host with NumPy: the k-th parameter of a model built with
     ``seed`` is ``numpy.random.default_rng([seed, k]).uniform(-b, b)`` in float64, rounded to
     float32. Building a model this way compiles nothing (a JAX RNG compiles one kernel per
-    parameter shape: 30 s for qarv_base, or minutes as one jitted program) and is reproducible
+    parameter shape, or the whole initialisation as one slow-to-compile program) and is reproducible
     on any machine: ``u = rng.random(float32)``, ``(2·bound·u − bound)·gain``. ``abstract=True`` yields zeros (shapes only, under ``nnx.eval_shape``).
     Accepted wherever a layer takes ``rngs``."""
 
