@@ -141,10 +141,11 @@ def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dic
 
 
 def worker_pipeline(batch: int, size: int, seconds: float, workers: int | None) -> dict:
-    from lvae_jax.data import ImageFolderSource, TrainLoader
+    from lvae_jax.data import ImageFolderSource, Reading, TrainLoader
     with tempfile.TemporaryDirectory() as tmp:
         _coco_like_folder(Path(tmp))
-        loader = TrainLoader(ImageFolderSource(tmp), batch, crop=size, seed=0, workers=workers)
+        loader = TrainLoader(ImageFolderSource(tmp), batch, crop=size, seed=0,
+                             reading=Reading(workers))
         next(loader)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:

@@ -22,7 +22,11 @@ arguments and rule, no subcommand. Nothing heavy is imported here.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 
@@ -85,10 +89,43 @@ def _out_of_memory(e: BaseException) -> str | None:
     return None
 
 
+#: Research forks' modules to import before any command runs (docs/extending.md).
+PLUGINS_ENV = "LVAE_PLUGINS"
+
+
+def load_plugins(names: str | None = None) -> list[str]:
+    """Import the modules of ``names`` (default ``$LVAE_PLUGINS``): comma-separated module names
+    (``examples.se_block``) or paths of ``.py`` files, each once. A fork's module registers its
+    block types and model names when imported."""
+    text = os.environ.get(PLUGINS_ENV, "") if names is None else names
+    loaded = []
+    for name in (n.strip() for n in text.split(",")):
+        if not name:
+            continue
+        if name.endswith(".py") or os.sep in name:
+            path = Path(name).expanduser().resolve()
+            module = f"lvae_plugin_{path.stem}"
+            if module not in sys.modules:
+                if not path.is_file():
+                    raise ValueError(f"{PLUGINS_ENV}: {name}: no such file")
+                spec = importlib.util.spec_from_file_location(module, path)
+                sys.modules[module] = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(sys.modules[module])
+        else:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                raise ValueError(f"{PLUGINS_ENV}: cannot import {name!r} ({e})") from None
+        loaded.append(name)
+    return loaded
+
+
 def run_guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
                 prog: str) -> int:
-    """``run(args)`` under the shared error rule -> exit status."""
+    """``run(args)`` under the shared error rule -> exit status (the plugins of
+    ``$LVAE_PLUGINS`` imported first)."""
     try:
+        load_plugins()
         return run(args) or 0
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

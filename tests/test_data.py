@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lvae_jax.data import (DataError, DataPosition, EpochSampler, ImageFolderSource,
-                           TFDSImageSource, TrainLoader, random_crop_flip)
+                           Reading, TFDSImageSource, TrainLoader, random_crop_flip)
 from lvae_jax.data.augment import reflect_pad_to
 from sample_images import images_dir
 
@@ -92,7 +92,7 @@ def test_tfds_source_mock():
         im = src[2]
         assert im.dtype == np.uint8 and im.ndim == 3 and im.shape[-1] == 3
         np.testing.assert_array_equal(im, src[2])  # random access is deterministic
-        with TrainLoader(src, global_batch=3, crop=64, seed=0, workers=2) as loader:
+        with TrainLoader(src, global_batch=3, crop=64, seed=0, reading=Reading(2)) as loader:
             b1, b2, b3 = next(loader), next(loader), next(loader)
             assert b1.shape == (3, 64, 64, 3) and b1.dtype == np.uint8
             assert loader.position == DataPosition(1, 3)
@@ -181,7 +181,7 @@ def test_epoch_sampler_permutations_and_positions():
 
 def test_loader_is_deterministic_resumable_and_splittable(image_dir):
     src = ImageFolderSource(image_dir)
-    with TrainLoader(src, 4, crop=64, seed=7, workers=2, prefetch=2) as loader:
+    with TrainLoader(src, 4, crop=64, seed=7, reading=Reading(2, 2)) as loader:
         batches, positions = [], []
         for _ in range(6):
             batches.append(next(loader))
@@ -196,18 +196,18 @@ def test_loader_is_deterministic_resumable_and_splittable(image_dir):
         np.testing.assert_array_equal(batches[k], expected)
         assert sampler.normalise(pos) == positions[k]
     # resume from a saved position: the same following batches
-    with TrainLoader(src, 4, crop=64, seed=7, position=positions[2], workers=1) as loader:
+    with TrainLoader(src, 4, crop=64, seed=7, position=positions[2], reading=Reading(1)) as loader:
         for k in range(3, 6):
             np.testing.assert_array_equal(next(loader), batches[k])
     # two processes' rows make the global batch
     parts = []
     for rows in (slice(0, 2), slice(2, 4)):
-        with TrainLoader(src, 4, crop=64, seed=7, rows=rows, workers=2) as loader:
+        with TrainLoader(src, 4, crop=64, seed=7, rows=rows, reading=Reading(2)) as loader:
             parts.append([next(loader) for _ in range(3)])
     for k in range(3):
         np.testing.assert_array_equal(np.concatenate([parts[0][k], parts[1][k]]), batches[k])
     # another seed, other batches
-    with TrainLoader(src, 4, crop=64, seed=8, workers=2) as loader:
+    with TrainLoader(src, 4, crop=64, seed=8, reading=Reading(2)) as loader:
         assert not np.array_equal(next(loader), batches[0])
 
 
@@ -217,7 +217,7 @@ def test_loader_reports_unreadable_image(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         shutil.copy(IMAGES / "coffee64.png", root / name)
     (root / "zz_bad.png").write_bytes(b"not a png")
-    loader = TrainLoader(ImageFolderSource(root), 4, crop=64, seed=0, workers=2)
+    loader = TrainLoader(ImageFolderSource(root), 4, crop=64, seed=0, reading=Reading(2))
     with pytest.raises(DataError, match="zz_bad.png"):
         next(loader)
     loader.close()

@@ -13,19 +13,6 @@ from parity_support import REPO
 
 #: The most lines and parameters a function of lvae_jax may have.
 MAX_LINES, MAX_PARAMS = 80, 8
-#: Functions above the parameter limit, each for a stated reason (a new one fails the test).
-WIDE = {
-    # the converter's public signature: the official checkpoint, the output, and the options of
-    # `python -m convert` (model, λ, λ range, a config, overwrite, non-finite weights, origin)
-    "lvae_jax/checkpoint/torch_io.py:convert_torch_to_model",
-    # the official qarv_base builder's arguments, each a model dimension a research fork varies
-    "lvae_jax/models/zoo.py:qarv_base_config",
-    # keyword-only options of public entry points (plots, sampling, the loader, a layer)
-    "lvae_jax/evaluation/plot.py:plot_rd",
-    "lvae_jax/generative/sampling.py:decode",
-    "lvae_jax/data/loader.py:__init__",
-    "lvae_jax/nn/layers.py:__init__",
-}
 
 
 def test_imports_follow_the_layers():
@@ -49,6 +36,6 @@ def _functions():
 
 def test_functions_are_small():
     long = [f"{name} ({n} lines)" for name, n, _ in _functions() if n > MAX_LINES]
-    wide = sorted({name for name, _, p in _functions() if p > MAX_PARAMS} - WIDE)
+    wide = sorted({name for name, _, p in _functions() if p > MAX_PARAMS})
     assert not long, f"functions over {MAX_LINES} lines: {long}"
     assert not wide, f"functions over {MAX_PARAMS} parameters: {wide} (group them in a record)"

@@ -239,13 +239,17 @@ def main(argv=None) -> int:
         from lvae_jax.runtime import enable_compilation_cache
         enable_compilation_cache()  # a resumed run skips recompiling its step
     if getattr(args, "export", None):
+        from lvae_jax.commands import load_plugins
         from lvae_jax.training import export_run
+        load_plugins()
         print(export_run(args.export, getattr(args, "export_out", None)))
         return 0
     from lvae_jax.data import DataError
     from lvae_jax.training import TrainingError, train
     from lvae_jax.training.checkpoints import CheckpointError
+    from lvae_jax.commands import load_plugins
     try:
+        load_plugins()          # a research fork's blocks and models (LVAE_PLUGINS)
         cfg, resume = config_from_args(args)
         result = train(cfg, resume=resume)
     except (DataError, TrainingError, CheckpointError, ValueError, KeyError, OSError) as e:

@@ -263,7 +263,7 @@ def model_table(root: Path | None = None) -> list[dict]:
     """One row per published file: spec, model, file, cached (no network)."""
     root = root or models_dir()
     rows = []
-    for name in sorted(MODELS):
+    for name in sorted(n for n in MODELS if MODELS[n].weights):
         default = MODELS[name].file_for()
         for file in MODELS[name].files():
             d = cached_dir(Source.official(file), root)

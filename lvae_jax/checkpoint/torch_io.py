@@ -212,9 +212,9 @@ class ConversionResult:
     notes: list
 
 
-def convert_torch_to_model(torch_ckpt, out_dir, model: str | None = None, lmb: float | None = None,
-                           lmb_range=None, config: ModelConfig | None = None,
-                           overwrite: bool = False, allow_nonfinite: bool = False,
+def convert_torch_to_model(torch_ckpt, out_dir, model: str | ModelConfig | None = None,
+                           lmb: float | None = None, lmb_range=None, overwrite: bool = False,
+                           allow_nonfinite: bool = False,
                            origin: dict | None = None) -> ConversionResult:
     """The whole forward conversion: read, detect (or check the named model), convert, write an
     lvae-jax model directory. Raises :class:`ConversionError` listing every problem, including
@@ -225,8 +225,8 @@ def convert_torch_to_model(torch_ckpt, out_dir, model: str | None = None, lmb: f
         lmb = lmb_from_filename(torch_ckpt)
         if lmb is not None:
             notes.append(f"λ = {lmb:g} taken from the file name")
-    if config is not None:
-        candidates = {config.name: config}
+    if isinstance(model, ModelConfig):      # a configuration of one's own (a narrower variant)
+        candidates = {model.name: model}
     else:
         candidates = default_candidates(lmb, lmb_range)
         if model is not None:

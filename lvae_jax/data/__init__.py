@@ -12,10 +12,10 @@ torchvision's ``to_tensor``).
 """
 
 from lvae_jax.data.augment import random_crop_flip
-from lvae_jax.data.loader import TrainLoader
+from lvae_jax.data.loader import Reading, TrainLoader
 from lvae_jax.data.sampler import DataPosition, EpochSampler
 from lvae_jax.data.sources import (DataError, ImageFolderSource, ImageSource, TFDSImageSource,
                                    open_source)
 
 __all__ = ["DataError", "DataPosition", "EpochSampler", "ImageFolderSource", "ImageSource",
-           "TFDSImageSource", "TrainLoader", "open_source", "random_crop_flip"]
+           "Reading", "TFDSImageSource", "TrainLoader", "open_source", "random_crop_flip"]

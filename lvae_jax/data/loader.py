@@ -14,6 +14,7 @@ batches the uninterrupted run would have read, however the global batch is split
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import grain
 import numpy as np
@@ -23,6 +24,14 @@ from lvae_jax.data.sampler import DataPosition, EpochSampler
 
 #: Slots of the (lazy, random-access) dataset: ~4.6e18 examples, far beyond any run.
 _SLOTS = 2 ** 62
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a loader reads: ``workers`` reading threads (None: up to 8, one per core) and
+    ``prefetch`` batches read ahead."""
+    workers: int | None = None
+    prefetch: int = 4
 
 
 class TrainLoader:
@@ -36,12 +45,12 @@ class TrainLoader:
       seed: data seed (shuffling and augmentation).
       position: where to start (default: the beginning of epoch 0).
       rows: this process's rows of every global batch (default: all).
-      workers: reading threads; prefetch: batches read ahead.
+      reading: :class:`Reading` (threads, batches read ahead).
     """
 
     def __init__(self, source, global_batch: int, crop: int = 256, hflip: bool = True,
                  seed: int = 0, position: DataPosition | None = None, rows: slice | None = None,
-                 workers: int | None = None, prefetch: int = 4):
+                 reading: Reading = Reading()):
         self.source, self.crop, self.hflip = source, int(crop), bool(hflip)
         self.sampler = EpochSampler(len(source), global_batch, seed)
         self.rows = range(global_batch)[rows or slice(0, global_batch)]
@@ -49,7 +58,8 @@ class TrainLoader:
             raise ValueError(f"no rows of the global batch ({global_batch}) for this process")
         self._first = self.sampler.batch_number(position or DataPosition())
         self._taken = 0
-        workers = workers or min(8, os.cpu_count() or 1)
+        workers = reading.workers or min(8, os.cpu_count() or 1)
+        prefetch = reading.prefetch
         n_rows = len(self.rows)
         dataset = (grain.MapDataset.range(0, _SLOTS)
                    .map(self._example)

@@ -45,8 +45,8 @@ def legend_label(curve: RDCurve, bd_anchor: RDCurve | None, method: str,
 def plot_rd(out_path, curves: Sequence[RDCurve | str | Path],
             anchors: Sequence[RDCurve | str | Path] = (), *, bd_anchor: int | None = 0,
             method: str = "cubic", title: str | None = None,
-            xlim: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None,
-            dpi: int = 150) -> Path:
+            xlim: tuple[float, float] | None = None,
+            ylim: tuple[float, float] | None = None) -> Path:
     """Draw ``curves`` and ``anchors`` (RDCurve objects or result files) and save the figure
     (PNG; another format if ``out_path`` has a suffix matplotlib knows, such as ``.pdf``).
 
@@ -65,7 +65,7 @@ def plot_rd(out_path, curves: Sequence[RDCurve | str | Path],
             raise ValueError(f"bd_anchor={bd_anchor} but there are {len(anchors)} anchors")
         reference = anchors[bd_anchor]
 
-    fig = Figure(figsize=(7.0, 5.0), dpi=dpi)
+    fig = Figure(figsize=(7.0, 5.0), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for i, anchor in enumerate(anchors):

@@ -89,10 +89,10 @@ def _passes(graphdef) -> _Passes:
     """Jitted functions of one graph definition (hashable: equal for equal model structures).
     The evaluation pass (latents, rates) is :func:`lvae_jax.models.inference.eval_pass`."""
 
-    def decode(state, given, keep, key, t, lmb, n, h, w):
+    def decode(state, given, keep, key, t, lmb, grid):
         model = nnx.merge(graphdef, state)
         emb = model.embed(lmb)
-        feature = model.initial_feature(n, h, w)
+        feature = model.initial_feature(*grid)
         z = None
         for i in range(model.num_latents):
             feature, pm, pv = inference.decode_step(model, i, feature, z, emb)
@@ -112,7 +112,7 @@ def _passes(graphdef) -> _Passes:
             feature = model.fuse_step(i, feature, pm, emb)
         return tuple(pms)
 
-    return _Passes(jax.jit(decode, static_argnums=(6, 7, 8)), prior_means)
+    return _Passes(jax.jit(decode, static_argnums=(6,)), prior_means)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class GenerativeModel:
                                       f"{shape[:3] + (1,)}") from None
             masks.append(jnp.asarray(m))
         return self._p.decode(self.state, tuple(given), tuple(masks), key, t,
-                              self.lmb_array(lmb, n), n, h, w)
+                              self.lmb_array(lmb, n), (n, h, w))
 
     def grid_of(self, im) -> tuple[int, int, int]:
         n, h, w = np.shape(im)[:3]

@@ -60,6 +60,8 @@ class ModelEntry:
     def file_for(self, **kwargs) -> WeightsFile:
         """The file the official zoo loads for these arguments (KeyError if none is published)."""
         files = self.files()
+        if not files:
+            raise KeyError(f"{self.name} has no published weights (a research fork's model)")
         if self.weights_arg is None:
             return files[0]
         value = kwargs.get(self.weights_arg, self.default())
@@ -93,6 +95,15 @@ MODELS: dict[str, ModelEntry] = {
         "Rate–distortion upper-bound estimator, λ ∈ [4, 2048] (ICIP'23)",
         {"rd_model_base-200k-feb14-2023.pt": None}),
 }
+
+
+def register_model(name: str, build: Callable[..., ModelConfig], description: str) -> ModelEntry:
+    """Make ``name`` a model of ``get_config`` / ``python -m train --model`` (a research fork's,
+    without published weights: docs/extending.md)."""
+    if name in MODELS and MODELS[name].build is not build:
+        raise ValueError(f"model {name!r} is already registered")
+    MODELS[name] = ModelEntry(name, build, description, {})
+    return MODELS[name]
 
 
 def list_models() -> list[str]:

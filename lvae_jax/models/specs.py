@@ -18,6 +18,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from lvae_jax.models import latents as L
+from lvae_jax.nn import blocks as B
+
 # ------------------------------------------------------------------------------------------------
 # Block specs. Each names the official block it stands for.
 # ------------------------------------------------------------------------------------------------
@@ -31,6 +34,9 @@ class PatchDownSpec:
     rate: int
     type: ClassVar[str] = "patch_down"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.PatchDown(self.in_ch, self.out_ch, self.rate, rngs=rngs)
+
 
 @dataclass(frozen=True)
 class PatchUpSpec:
@@ -40,6 +46,9 @@ class PatchUpSpec:
     rate: int
     type: ClassVar[str] = "patch_up"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.PatchUp(self.in_ch, self.out_ch, self.rate, rngs=rngs)
+
 
 @dataclass(frozen=True)
 class ConvNeXtSpec:
@@ -48,6 +57,9 @@ class ConvNeXtSpec:
     kernel_size: int = 7
     mlp_ratio: float = 2.0
     type: ClassVar[str] = "convnext"
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.ConvNeXtBlock(self.dim, self.kernel_size, self.mlp_ratio, rngs=rngs)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,10 @@ class ConvNeXtDownSpec:
     mlp_ratio: float = 2.0
     type: ClassVar[str] = "convnext_down"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.ConvNeXtPatchDown(self.in_ch, self.out_ch, self.rate, self.kernel_size,
+                                   self.mlp_ratio, rngs=rngs)
+
 
 @dataclass(frozen=True)
 class AdaLNSpec:
@@ -69,6 +85,10 @@ class AdaLNSpec:
     mlp_ratio: float = 2.0
     embed_dim: int = 256
     type: ClassVar[str] = "adaln"
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.AdaLNConvNeXtBlock(self.dim, self.embed_dim, self.kernel_size, self.mlp_ratio,
+                                    rngs=rngs)
 
 
 @dataclass(frozen=True)
@@ -82,12 +102,19 @@ class AdaLNDownSpec:
     embed_dim: int = 256
     type: ClassVar[str] = "adaln_down"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.AdaLNConvNeXtPatchDown(self.in_ch, self.out_ch, self.rate, self.embed_dim,
+                                        self.kernel_size, self.mlp_ratio, rngs=rngs)
+
 
 @dataclass(frozen=True)
 class NearestUpSpec:
     """``nn.Upsample(scale_factor=rate)``."""
     rate: int
     type: ClassVar[str] = "nearest_up"
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.NearestUp(self.rate)
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,9 @@ class DeconvSpec:
     stride: int = 2
     type: ClassVar[str] = "deconv"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.Deconv(self.in_ch, self.out_ch, self.kernel_size, self.stride, rngs=rngs)
+
 
 @dataclass(frozen=True)
 class TapSpec:
@@ -106,11 +136,17 @@ class TapSpec:
     key: str
     type: ClassVar[str] = "tap"
 
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.Tap(self.key)
+
 
 @dataclass(frozen=True)
 class StopSpec:
     """``common.CompresionStopFlag``: encoding needs nothing past this point."""
     type: ClassVar[str] = "stop"
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return B.StopFlag()
 
 
 @dataclass(frozen=True)
@@ -120,6 +156,11 @@ class QResLatentSpec:
     zdim: int
     kernel_size: int = 7
     type: ClassVar[str] = "qres_latent"
+    latent: ClassVar[bool] = True
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return L.QResLatentBlock(self.width, self.zdim, self.kernel_size, rngs=rngs,
+                                 num_latents=num_latents)
 
 
 @dataclass(frozen=True)
@@ -133,6 +174,11 @@ class QARVLatentSpec:
     mlp_ratio: float = 2.0
     embed_dim: int = 256
     type: ClassVar[str] = "qarv_latent"
+    latent: ClassVar[bool] = True
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return L.QARVLatentBlock(self.width, self.zdim, self.enc_width, self.kernel_size,
+                                 self.mlp_ratio, self.embed_dim, rngs=rngs)
 
 
 @dataclass(frozen=True)
@@ -145,16 +191,37 @@ class RDLatentSpec:
     mlp_ratio: float = 2.0
     embed_dim: int = 256
     type: ClassVar[str] = "rd_latent"
+    latent: ClassVar[bool] = True
+
+    def build(self, *, rngs, num_latents: int = 1):
+        return L.RDLatentBlock(self.width, self.zdim, self.enc_width, self.kernel_size,
+                               self.mlp_ratio, self.embed_dim, rngs=rngs)
 
 
-BLOCK_SPECS = {cls.type: cls for cls in (
+#: Block specs by type name: the official ones, and those a research fork registers
+#: (:func:`register_block`, docs/extending.md).
+BLOCK_SPECS: dict[str, type] = {cls.type: cls for cls in (
     PatchDownSpec, PatchUpSpec, ConvNeXtSpec, ConvNeXtDownSpec, AdaLNSpec, AdaLNDownSpec,
     NearestUpSpec, DeconvSpec, TapSpec, StopSpec, QResLatentSpec, QARVLatentSpec, RDLatentSpec)}
-LATENT_TYPES = ("qres_latent", "qarv_latent", "rd_latent")
+
+
+def register_block(cls):
+    """Class decorator: make a block spec known to configurations (and so to model directories)
+    by its ``type``. A spec is a frozen dataclass with ``type: ClassVar[str]``, its fields, and
+    ``build(*, rngs, num_latents=1)`` returning the Flax module; a latent block's spec also has
+    ``latent: ClassVar[bool] = True`` (docs/extending.md)."""
+    kind = getattr(cls, "type", None)
+    if not isinstance(kind, str) or not callable(getattr(cls, "build", None)):
+        raise TypeError(f"{cls.__name__}: a block spec needs a ClassVar `type` and a `build` method")
+    if BLOCK_SPECS.get(kind, cls) is not cls:
+        raise ValueError(f"block type {kind!r} is already registered by "
+                         f"{BLOCK_SPECS[kind].__module__}.{BLOCK_SPECS[kind].__name__}")
+    BLOCK_SPECS[kind] = cls
+    return cls
 
 
 def is_latent(spec) -> bool:
-    return spec.type in LATENT_TYPES
+    return bool(getattr(spec, "latent", False))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,7 +340,9 @@ class ModelConfig:
             x = dict(x)
             kind = x.pop("type")
             if kind not in table:
-                raise ValueError(f"unknown block type {kind!r}; known: {sorted(table)}")
+                raise ValueError(f"unknown block type {kind!r} (a research fork's block? load "
+                                 f"its module with LVAE_PLUGINS=module; docs/extending.md); "
+                                 f"known: {sorted(table)}")
             return table[kind](**x)
         d = dict(d)
         d["enc_blocks"] = tuple(spec(s, BLOCK_SPECS) for s in d["enc_blocks"])

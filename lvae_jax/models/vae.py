@@ -63,41 +63,8 @@ class ForwardOutput(NamedTuple):
 
 
 def build_block(spec, *, rngs: nnx.Rngs, num_latents: int = 1):
-    """Instantiate the module for one block spec."""
-    t = spec.type
-    if t == "patch_down":
-        return B.PatchDown(spec.in_ch, spec.out_ch, spec.rate, rngs=rngs)
-    if t == "patch_up":
-        return B.PatchUp(spec.in_ch, spec.out_ch, spec.rate, rngs=rngs)
-    if t == "convnext":
-        return B.ConvNeXtBlock(spec.dim, spec.kernel_size, spec.mlp_ratio, rngs=rngs)
-    if t == "convnext_down":
-        return B.ConvNeXtPatchDown(spec.in_ch, spec.out_ch, spec.rate, spec.kernel_size,
-                                   spec.mlp_ratio, rngs=rngs)
-    if t == "adaln":
-        return B.AdaLNConvNeXtBlock(spec.dim, spec.embed_dim, spec.kernel_size, spec.mlp_ratio,
-                                    rngs=rngs)
-    if t == "adaln_down":
-        return B.AdaLNConvNeXtPatchDown(spec.in_ch, spec.out_ch, spec.rate, spec.embed_dim,
-                                        spec.kernel_size, spec.mlp_ratio, rngs=rngs)
-    if t == "nearest_up":
-        return B.NearestUp(spec.rate)
-    if t == "deconv":
-        return B.Deconv(spec.in_ch, spec.out_ch, spec.kernel_size, spec.stride, rngs=rngs)
-    if t == "tap":
-        return B.Tap(spec.key)
-    if t == "stop":
-        return B.StopFlag()
-    if t == "qres_latent":
-        return L.QResLatentBlock(spec.width, spec.zdim, spec.kernel_size, rngs=rngs,
-                                 num_latents=num_latents)
-    if t == "qarv_latent":
-        return L.QARVLatentBlock(spec.width, spec.zdim, spec.enc_width, spec.kernel_size,
-                                 spec.mlp_ratio, spec.embed_dim, rngs=rngs)
-    if t == "rd_latent":
-        return L.RDLatentBlock(spec.width, spec.zdim, spec.enc_width, spec.kernel_size,
-                               spec.mlp_ratio, spec.embed_dim, rngs=rngs)
-    raise ValueError(f"unknown block type {t!r}")
+    """Instantiate the module for one block spec (each spec builds its own: ``spec.build``)."""
+    return spec.build(rngs=rngs, num_latents=num_latents)
 
 
 def _call(block, x, emb, run: BlockRunner = DIRECT):

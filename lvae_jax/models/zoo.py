@@ -84,13 +84,14 @@ def qres17m_config(lmb: float = 8, ch: int = 72, enc_nums=(6, 6, 4, 2), dec_nums
                        args={"lmb": lmb})
 
 
-def qarv_base_config(lmb_range=(16, 2048), ch: int = 128, enc_dims=None, dec_dims=None,
+def qarv_base_config(lmb_range=(16, 2048), ch: int = 128, enc_dims=None,
                      z_dims=(32, 32, 96, 8), enc_nums=(6, 6, 6, 4, 4), dec_nums=(1, 2, 3, 3),
                      embed_dim: int = 256, name: str = "qarv_base") -> ModelConfig:
     """QARV (variable rate, λ ∈ lmb_range). Encoder taps ``enc_s8``…``enc_s64`` are taken *before*
-    the extra AdaLN block of each stage."""
+    the extra AdaLN block of each stage. The decoder's widths follow ``ch`` as in the official
+    builder (4, 4, 3, 2, 1 × ch)."""
     e = tuple(enc_dims or (192, ch * 3, ch * 4, ch * 4, ch * 4))
-    d = tuple(dec_dims or (ch * 4, ch * 4, ch * 3, ch * 2, ch * 1))
+    d = (ch * 4, ch * 4, ch * 3, ch * 2, ch * 1)
     A = lambda dim, k=7, r=2.0: AdaLNSpec(dim, k, r, embed_dim)  # noqa: E731
     enc = [PatchDownSpec(3, e[0], 4),
            *[A(e[0], 7) for _ in range(enc_nums[0])], A(e[0]), PatchDownSpec(e[0], e[1], 2),

@@ -103,7 +103,7 @@ class Conv2d(nnx.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, *, rngs: nnx.Rngs, zero_bias: bool = True,
+                 padding: int = 0, *, rngs: nnx.Rngs,
                  zero_weights: bool = False, weight_gain: float = 1.0):
         self.kernel_size = kernel_size
         self.stride = stride
@@ -111,7 +111,7 @@ class Conv2d(nnx.Module):
         fan_in = in_ch * kernel_size * kernel_size
         self.kernel = nnx.Param(_init_weight(rngs, (kernel_size, kernel_size, in_ch, out_ch), fan_in,
                                              zero=zero_weights, gain=weight_gain))
-        self.bias = nnx.Param(_init_bias(rngs, (out_ch,), fan_in, zero_bias))
+        self.bias = nnx.Param(_init_bias(rngs, (out_ch,), fan_in, True))   # official: zero bias
 
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel_size, self.stride, self.padding

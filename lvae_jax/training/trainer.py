@@ -398,7 +398,7 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------------
     def loop(self, max_steps: int | None) -> TrainResult:
-        from lvae_jax.data import TrainLoader
+        from lvae_jax.data import Reading, TrainLoader
         from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
         cfg, run_dir, mesh, start = self.cfg, self.run_dir, self.mesh, self.start
         stop = None
@@ -410,7 +410,7 @@ class _Run:
             self.loader = TrainLoader(self.source, self.global_batch, crop=cfg.crop,
                                       hflip=cfg.hflip, seed=cfg.seed, position=self.position,
                                       rows=parallel.process_rows(mesh, self.global_batch),
-                                      workers=cfg.data_workers, prefetch=cfg.prefetch)
+                                      reading=Reading(cfg.data_workers, cfg.prefetch))
             stop = StopRequest()
             self.bar = ProgressBar(start, cfg.iterations, enabled=self.is_main and cfg.progress)
             self.means = IntervalMeans()
