@@ -153,7 +153,12 @@ OFFICIAL_TRAIN = OFFICIAL_BUILD + textwrap.dedent("""
             self._results = {}
             if self._cur_iter < self.cfg.iterations:
                 return
-            torch.save({"model": self.ema.module.state_dict()}, self._log_dir / "ema.pt")
+            # timm's EMA averages the buffers too, so the scale bound (a constant 0.11) comes out
+            # as 0.10999999: save the model's own buffers with the averaged parameters
+            ema = self.ema.module.state_dict()
+            ema.update({k: v for k, v in self.model.state_dict().items()
+                        if k not in dict(self.model.named_parameters())})
+            torch.save({"model": ema}, self._log_dir / "ema.pt")
             Path(self._log_dir / "curve.json").write_text(json.dumps(self.curve))
 
     Run(cfg).main()
@@ -229,6 +234,9 @@ def official_run(kind: str, seed: int, args, work: Path, images: Path, pt: Path)
             "--model", "unused", "--ema_warmup", str(args.ema_warmup)]
     spec = {"script": str(Path(args.official_src) / c["script"]), "argv": argv, "seed": seed,
             "run_dir": str(run_dir), "init": str(pt), "threads": args.threads}
+    if (run_dir / "curve.json").is_file() and (run_dir / "ema.pt").is_file():   # done before
+        return {"curve": json.loads((run_dir / "curve.json").read_text()),
+                "ema": str(run_dir / "ema.pt"), "wall_s": float("nan")}
     (work / "spec.json").write_text(json.dumps(spec))
     t0 = time.perf_counter()
     _run([args.official_python, "-c", OFFICIAL_TRAIN, work / "spec.json", work / f"{kind}.config.json"],
