@@ -9,6 +9,8 @@ JAX/Flax, with the official weights and bitstreams.
 
 from __future__ import annotations
 
+# lazy imports: `import lvae_jax` stays light (no JAX) until a model or the codec is used.
+
 from lvae_jax import xla_defaults as _xla_defaults
 
 _xla_defaults.apply()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from lvae_jax import cli
+
 
 def main(argv=None) -> int:
-    from lvae_jax import cli
     return cli.COMMANDS.main(argv)
 
 

@@ -8,6 +8,9 @@ corrupt file, a wrong model, an unreadable image) ends with one ``error:`` line 
 
 from __future__ import annotations
 
+# lazy imports: a command imports its machinery (JAX, the model, the codec) when it runs, so that
+# `--help` and every other command start at once.
+
 import argparse
 import sys
 import time

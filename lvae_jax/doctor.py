@@ -7,6 +7,9 @@ without importing the ``compressai`` package (which pins numpy<2).
 
 from __future__ import annotations
 
+# lazy imports: the doctor imports each part it checks inside that check, so that one broken part
+# is reported, not raised at import.
+
 import importlib
 import sys
 

@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from lvae_jax.files import atomic_file
+from lvae_jax.limits import ResourceLimitError, check_dimensions, read_bounded
 
 
 class ImageError(ValueError):
@@ -28,7 +30,6 @@ def _pil_errors(name: str):
     """Pillow's failures while opening or decoding ``name`` as one :class:`ImageError` each; its
     decompression-bomb *warning* silenced (:mod:`lvae_jax.limits` applies its own limits)."""
     from PIL import Image, UnidentifiedImageError
-    from lvae_jax.limits import ResourceLimitError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -69,7 +70,6 @@ def read_image_bytes(source, name: str | None = None) -> bytes:
     """The bytes of an image file (at most :data:`lvae_jax.limits.MAX_FILE_BYTES`), or
     ``source`` itself if it is bytes. Read once, then give them to :func:`image_size` and
     :func:`load_rgb8`."""
-    from lvae_jax.limits import ResourceLimitError, read_bounded
     if isinstance(source, (bytes, bytearray)):
         return bytes(source)
     name = name or str(source)
@@ -133,7 +133,6 @@ def load_rgb8(source, alpha: str = "refuse", name: str | None = None,
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
     from PIL import Image
-    from lvae_jax.limits import check_dimensions
     name = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
     data = read_image_bytes(source, name)
     with _pil_errors(name):
@@ -319,7 +318,6 @@ def pad_to_multiple(im: np.ndarray, multiple: int = 64) -> np.ndarray:
 def save_png(path, im) -> Path:
     """Write a float [0, 1] or uint8 (H, W, 3) image as PNG, atomically (:mod:`lvae_jax.files`)."""
     from PIL import Image
-    from lvae_jax.files import atomic_file
     arr = im if np.asarray(im).dtype == np.uint8 else to_uint8(im)
     path = Path(path)
     with atomic_file(path) as tmp:

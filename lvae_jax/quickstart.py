@@ -20,6 +20,9 @@ models (see the README for those).
 
 from __future__ import annotations
 
+# lazy imports: the command line registers this command at start-up; its machinery (JAX, the
+# codec, the evaluation, plotting) is imported when it runs.
+
 import sys
 import time
 from pathlib import Path

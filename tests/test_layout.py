@@ -39,3 +39,23 @@ def test_functions_are_small():
     wide = sorted({name for name, _, p in _functions() if p > MAX_PARAMS})
     assert not long, f"functions over {MAX_LINES} lines: {long}"
     assert not wide, f"functions over {MAX_PARAMS} parameters: {wide} (group them in a record)"
+
+
+def test_imports_of_the_package_are_at_the_top_unless_a_reason_is_given():
+    """A function-level import of an lvae_jax module says why it is not at the top: a ``# lazy:``
+    comment on the line, or a module that declares ``# lazy imports: <reason>`` (the command
+    lines, which keep their start-up light)."""
+    unexplained = []
+    for path in sorted((REPO / "lvae_jax").rglob("*.py")):
+        src = path.read_text()
+        if "\n# lazy imports: " in src:
+            continue
+        lines = src.splitlines()
+        for fn in ast.walk(ast.parse(src)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lvae_jax")
+                        and "# lazy:" not in " ".join(lines[node.lineno - 1:node.end_lineno])):
+                    unexplained.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not unexplained, f"function-level imports without a reason: {unexplained}"

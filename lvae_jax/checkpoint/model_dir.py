@@ -45,6 +45,9 @@ import numpy as np
 from lvae_jax.checkpoint.errors import CheckpointError
 from lvae_jax.files import replace_dir
 from lvae_jax.runtime import cache_dir
+from lvae_jax.models import HierarchicalVAE
+from lvae_jax.models.specs import ModelConfig
+from lvae_jax.nn.layers import HostInit
 
 META_FILE = "lvae_model.json"
 PARAMS_DIR = "params"
@@ -167,7 +170,6 @@ def read_info(path) -> dict:
 def load_params(path) -> tuple:
     """-> (ModelConfig, {path: np.ndarray}, info dict). Version 3: the verified memory-mapped copy
     when there is one, else an Orbax restore (which writes that copy); module docstring."""
-    from lvae_jax.models.specs import ModelConfig
     path = Path(path).absolute()
     info = read_info(path)
     try:
@@ -401,8 +403,6 @@ def load_model(path, config=None, **overrides):
     official zoo's λ range argument). The model carries the verified sha256 of its weights as
     ``model.weights_sha256`` (its identity in bitstreams)."""
     import dataclasses
-    from lvae_jax.models import HierarchicalVAE
-    from lvae_jax.nn.layers import HostInit
     recorded, params, info = load_params(path)
     if overrides:
         try:

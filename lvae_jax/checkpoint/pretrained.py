@@ -33,6 +33,8 @@ from lvae_jax.checkpoint.errors import CheckpointError
 from lvae_jax.checkpoint.model_dir import file_sha256, is_model_dir, load_model
 from lvae_jax.models.registry import (MODELS, OFFICIAL_REPO, OFFICIAL_REVISION, WeightsFile,
                                       get_config, parse_spec, weights_file)
+from lvae_jax.checkpoint.model_dir import read_info
+from lvae_jax.checkpoint.torch_io import convert_torch_to_model
 
 INDEX = "index.json"
 LOCK = ".lock"
@@ -155,7 +157,6 @@ def _complete(d: Path) -> bool:
 
 def convert_into(pt: Path, out: Path, model: str, origin: dict) -> Path:
     """Convert an official checkpoint into ``out`` (atomic), recording its origin."""
-    from lvae_jax.checkpoint.torch_io import convert_torch_to_model
     try:
         return convert_torch_to_model(pt, out, model=model, origin=origin, overwrite=True).out_dir
     except CheckpointError as e:
@@ -236,7 +237,6 @@ def model_dirs(ckpts, models, progress=None) -> list[Path]:
     """The model directories a command means: each ``--ckpt DIR`` (checked against ``--model
     NAME`` when both are given), else each ``--model SPEC`` with its official weights (downloaded
     and converted on first use). Empty when neither is given (the caller's default applies)."""
-    from lvae_jax.checkpoint.model_dir import read_info
     ckpts = [c for c in ([ckpts] if isinstance(ckpts, (str, Path)) else ckpts or []) if c]
     models = [m for m in ([models] if isinstance(models, str) else models or []) if m]
     if not ckpts:

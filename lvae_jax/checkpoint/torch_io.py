@@ -23,6 +23,9 @@ from lvae_jax.checkpoint.model_dir import dotted, file_sha256, load_params, save
 from lvae_jax.checkpoint.keymap import (FILLED_BY_UPDATE, OPTIONAL_PREFIXES, BufferEntry, ParamEntry,
                                         key_map, to_jax, to_torch, torch_shape)
 from lvae_jax.models.specs import ModelConfig
+from lvae_jax.files import atomic_file
+from lvae_jax.models import build_model
+from lvae_jax.models.registry import MODELS
 
 
 class ConversionError(CheckpointError):
@@ -136,7 +139,6 @@ def match(sd: dict[str, np.ndarray], config: ModelConfig, abstract_shapes: dict 
 def param_shapes(config: ModelConfig) -> dict[str, tuple]:
     """lvae-jax parameter shapes of a config (no memory allocated)."""
     from flax import nnx
-    from lvae_jax.models import build_model
     model = build_model(config, abstract=True)
     return {dotted(path): tuple(v.shape)
             for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -149,7 +151,6 @@ def detect(sd: dict[str, np.ndarray], candidates: dict[str, ModelConfig]) -> tup
 
 
 def default_candidates(lmb: float | None = None, lmb_range=None) -> dict[str, ModelConfig]:
-    from lvae_jax.models.registry import MODELS
     out = {}
     for name, entry in MODELS.items():
         kwargs = {}
@@ -198,7 +199,6 @@ def write_torch_checkpoint(state_dict: dict[str, np.ndarray], path, overwrite: b
         raise ConversionError(f"{path} already exists (pass --overwrite)")
     if path.is_dir():
         raise ConversionError(f"{path} is a directory")
-    from lvae_jax.files import atomic_file
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
     with atomic_file(path) as tmp:
         torch.save({"model": sd}, tmp)

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from lvae_jax.image import ImageError, load_rgb8
+from lvae_jax.image import list_images
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ class ImageFolderSource:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist or is not a directory")
-        from lvae_jax.image import list_images
         self.paths = list_images(self.root)
         if not self.paths:
             raise DataError(f"no images found in {self.root} (searched recursively for files "

@@ -66,6 +66,8 @@ from lvae_jax.evaluation.images import EvalImage
 from lvae_jax.evaluation.rd_json import RDCurve
 from lvae_jax.image import padded_size, to_uint8
 from lvae_jax.models import lambdas as L
+from lvae_jax.checkpoint.model_dir import CheckpointError, load_model, read_info
+from lvae_jax.evaluation.rd_json import save_rd, write_text_atomic
 
 #: File layouts for ``evaluate_bitstreams`` (see the module docstring; the official layout first,
 #: the default, so that the bpp is comparable with the official result files).
@@ -85,7 +87,6 @@ def load_models(paths: Sequence, expect_name: str | None = None) -> list:
     """Load model directories (``lvae_model.json`` + ``params/``); ``expect_name``: every model
     must carry that config name. Raises :class:`~lvae_jax.checkpoint.model_dir.CheckpointError`
     for a directory that is not a model."""
-    from lvae_jax.checkpoint.model_dir import CheckpointError, load_model, read_info
     if not paths:
         raise EvalError("no model directory given")
     models = []
@@ -179,7 +180,6 @@ class LosslessResult:
 def save_result(result: RDCurve | LosslessResult, path) -> Path:
     """Write an RD curve (official schema, :func:`~lvae_jax.evaluation.rd_json.save_rd`) or a
     lossless result as JSON (atomically: an existing file stays intact on error)."""
-    from lvae_jax.evaluation.rd_json import save_rd, write_text_atomic
     if isinstance(result, RDCurve):
         return save_rd(result, path)
     return write_text_atomic(path, json.dumps(result.to_dict(), indent=4, allow_nan=False) + "\n")

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from lvae_jax.evaluation.bd_rate import BDError, bd_rate
 from lvae_jax.evaluation.rd_json import RDCurve, load_curves
+from lvae_jax.files import atomic_file
 
 ANCHOR_GREYS = ("0.15", "0.45", "0.65")
 ANCHOR_MARKERS = ("x", "+", "s", "^", "v", "D")
@@ -96,7 +97,6 @@ def plot_rd(out_path, curves: Sequence[RDCurve | str | Path],
     ax.legend(loc="lower right", fontsize="small", title=legend_title, title_fontsize="small")
     fig.tight_layout()
 
-    from lvae_jax.files import atomic_file
     out_path = Path(out_path)
     with atomic_file(out_path, suffix=out_path.suffix or ".png") as tmp:   # a kill leaves no partial plot
         fig.savefig(tmp, format=out_path.suffix.lstrip(".") or "png")

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+from lvae_jax.files import atomic_write_text
 
 #: Top-level keys naming the test set, in the order the official files use them.
 TEST_SET_KEYS = ("test-set", "dataset_name")
@@ -312,7 +313,6 @@ def save_rd(curves: RDCurve | Sequence[RDCurve], path, indent: int = 4) -> Path:
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename, so a reader never
     sees a half-written file and an existing one stays intact if writing fails."""
-    from lvae_jax.files import atomic_write_text
     return atomic_write_text(path, text)
 
 

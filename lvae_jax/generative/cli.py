@@ -13,6 +13,9 @@ Nothing heavy is imported here: JAX and the model load when a command runs.
 
 from __future__ import annotations
 
+# lazy imports: a command imports its machinery (JAX, the model) when it runs, so that the
+# command line starts at once.
+
 import sys
 from pathlib import Path
 

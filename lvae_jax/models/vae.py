@@ -34,6 +34,7 @@ from lvae_jax.models import specs as S
 from lvae_jax.nn import blocks as B
 from lvae_jax.models.runners import DIRECT, BlockRunner
 from lvae_jax.nn.layers import KeyStream, Linear, constant
+from lvae_jax.nn.layers import HostInit
 
 
 class LatentStats(NamedTuple):
@@ -334,7 +335,6 @@ class HierarchicalVAE(nnx.Module):
 def build_model(config: S.ModelConfig, *, seed: int = 0, abstract: bool = False) -> HierarchicalVAE:
     """A :class:`HierarchicalVAE` of ``config``, initialised on the host from ``seed`` and moved to
     the device in one transfer; ``abstract=True``: shapes only (no memory), a target to load into."""
-    from lvae_jax.nn.layers import HostInit
     if abstract:
         return nnx.eval_shape(lambda: HierarchicalVAE(config, rngs=HostInit(seed, abstract=True)))
     graphdef, state = nnx.split(HierarchicalVAE(config, rngs=HostInit(seed)))

@@ -41,7 +41,7 @@ def depthwise_impl(backend: str | None = None) -> str:
         raise ValueError(f"LVAE_DEPTHWISE must be one of {', '.join(IMPLS)}, got {choice!r}")
     backend = backend or jax.default_backend()
     if choice == "native":
-        from lvae_jax import native
+        from lvae_jax import native   # lazy: the compiled library loads when a kernel is chosen
         if backend != "cpu":
             raise ValueError(f"LVAE_DEPTHWISE=native is a CPU kernel; the backend is {backend}")
         if not native.available():
@@ -51,7 +51,7 @@ def depthwise_impl(backend: str | None = None) -> str:
         return choice
     if backend != "cpu":
         return "grouped"
-    from lvae_jax import native
+    from lvae_jax import native   # lazy: the compiled library loads when a kernel is chosen
     return "native" if native.available() else "shift"
 
 
@@ -93,14 +93,14 @@ def shift_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _native_fwd_call(x, kernel):
-    from lvae_jax import native
+    from lvae_jax import native   # lazy: the compiled library loads when a kernel is chosen
     native.available()  # registers the FFI targets
     return jax.ffi.ffi_call(native.DEPTHWISE_FWD, jax.ShapeDtypeStruct(x.shape, x.dtype),
                             vmap_method="sequential")(x, kernel)
 
 
 def _native_kgrad_call(x, g, k: int):
-    from lvae_jax import native
+    from lvae_jax import native   # lazy: the compiled library loads when a kernel is chosen
     native.available()
     out = jax.ShapeDtypeStruct((k, k, x.shape[-1]), x.dtype)
     return jax.ffi.ffi_call(native.DEPTHWISE_KGRAD, out, vmap_method="sequential")(x, g)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from lvae_jax.files import atomic_write_text
 
 LR_SCHEDULES = ("constant", "cosine", "const-0.5-cos")
 LOSS_WEIGHTINGS = ("official", "per-image")
@@ -170,7 +171,6 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path) -> None:
-        from lvae_jax.files import atomic_write_text
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=list))
 
     @classmethod

@@ -24,12 +24,16 @@ import jax
 from lvae_jax.data.sources import ImageFolderSource
 from lvae_jax.evaluation.images import EvalImage
 from lvae_jax.models.lambdas import self_evaluate_lambdas
+from lvae_jax.evaluation.bd_rate import BDError, MIN_POINTS, bd_rate
+from lvae_jax.evaluation.estimate import estimate_curve, estimate_points
+from lvae_jax.evaluation.official_results import TEST_SETS, anchor_for, resolve
+from lvae_jax.evaluation.rd_json import RDFormatError, load_rd
+from lvae_jax.models.inference import InferenceModel
 
 log = logging.getLogger(__name__)
 
 def detect_test_set(folder) -> str | None:
     """A known test-set name if the folder looks like one (by name), else None."""
-    from lvae_jax.evaluation.official_results import TEST_SETS
     name = Path(folder).resolve().name.lower()
     for known in TEST_SETS:
         if known in name:
@@ -40,7 +44,6 @@ def detect_test_set(folder) -> str | None:
 def find_anchor(folder, anchor: str | None = None) -> Path | None:
     """The anchor RD curve for BD-rate: ``anchor`` (a file or a packaged name such as
     ``kodak/vtm18.0``) if given, else the packaged VTM 18.0 curve of a known test set."""
-    from lvae_jax.evaluation.official_results import anchor_for, resolve
     if anchor:
         return resolve(anchor)
     test_set = detect_test_set(folder)
@@ -54,8 +57,6 @@ def compute_bd_rate(anchor_path, bpp, psnr) -> tuple[float | None, str]:
     spelling) and the BD-rate is :func:`lvae_jax.evaluation.bd_rate.bd_rate` (the official
     cubic fit); a curve it cannot handle (fewer than 4 points, no PSNR overlap with the anchor)
     gives None and the reason instead of stopping the run."""
-    from lvae_jax.evaluation.bd_rate import MIN_POINTS, BDError, bd_rate
-    from lvae_jax.evaluation.rd_json import RDFormatError, load_rd
     if len(bpp) < MIN_POINTS:
         return None, f"BD-rate needs at least {MIN_POINTS} RD points, have {len(bpp)}"
     try:
@@ -86,8 +87,6 @@ class RDEvaluator:
         self.key = jax.random.key(seed)  # rd_model_base samples z
 
     def __call__(self, params, step: int | None = None, weights: str = "ema") -> dict:
-        from lvae_jax.evaluation.estimate import estimate_curve, estimate_points
-        from lvae_jax.models.inference import InferenceModel
         model = InferenceModel(self.graphdef, params, self.config)
         meta = {"step": step, "weights": weights, "estimated": True,
                 "num_images": len(self.images)}

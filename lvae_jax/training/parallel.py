@@ -14,6 +14,7 @@ import logging
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from lvae_jax.training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     try:
         jax.distributed.initialize(**kwargs)
     except (ValueError, RuntimeError) as e:
-        from lvae_jax.training.errors import TrainingError
         if "before any JAX" in str(e):
             raise TrainingError(f"--tpu/--distributed must start before any JAX computation in "
                                 f"this process (run training as its own process): {e}") from None

@@ -39,6 +39,16 @@ from lvae_jax.files import atomic_write_text
 from lvae_jax.training import parallel
 from lvae_jax.training.config import TrainConfig
 from lvae_jax.training.errors import TrainingError  # noqa: F401  (re-exported)
+from lvae_jax.checkpoint.model_dir import assign_params, load_params, save_model
+from lvae_jax.checkpoint.pretrained import spec_dir
+from lvae_jax.data import DataPosition, ImageFolderSource, Reading, TrainLoader, open_source
+from lvae_jax.evaluation.official_results import resolve
+from lvae_jax.models import ModelConfig, build_model, get_config
+from lvae_jax.training.checkpoints import TrainCheckpointer, abstract_like
+from lvae_jax.training.evaluation import RDEvaluator
+from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
+from lvae_jax.training.state import init_train_state, make_optimizer
+from lvae_jax.training.step import make_train_step, step_key
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +75,7 @@ class TrainResult:
 
 def resolve_model_config(cfg: TrainConfig):
     """-> (ModelConfig, flat initial parameters or None, description of the source)."""
-    from lvae_jax.models import ModelConfig, get_config
     if cfg.weights:
-        from lvae_jax.checkpoint.model_dir import load_params
-        from lvae_jax.checkpoint.pretrained import spec_dir
         # a model directory, or an official model's name: its official weights (cached)
         where = cfg.weights if Path(cfg.weights).is_dir() else spec_dir(str(cfg.weights))
         config, params, info = load_params(where)
@@ -104,10 +111,8 @@ def build_params(model_config, flat_params, seed: int, abstract: bool = False,
     """
     from flax import nnx
 
-    from lvae_jax.models import build_model
     skeleton = build_model(model_config, abstract=True)
     if flat_params is not None:
-        from lvae_jax.checkpoint.model_dir import assign_params
         return nnx.split(assign_params(skeleton, flat_params), nnx.Param)
     graphdef, shapes = nnx.split(skeleton, nnx.Param)
     if abstract:
@@ -119,7 +124,6 @@ def export_model(graphdef, params, path, meta: dict) -> Path:
     """Write parameters as a model directory (``lvae_jax.load_model``-able)."""
     from flax import nnx
 
-    from lvae_jax.checkpoint.model_dir import save_model
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, parallel.to_host(params)))
     return save_model(model, path, meta=meta, overwrite=True)
 
@@ -193,7 +197,6 @@ def resume_config(run_dir, changes: dict) -> TrainConfig:
 
 def prepare_run_dir(cfg: TrainConfig, resume: bool):
     """Check or create the run directory. -> (resolved config, ModelConfig, initial params)."""
-    from lvae_jax.models import ModelConfig
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
@@ -231,17 +234,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
         cfg.save(run_dir / TRAIN_CONFIG_FILE)
         atomic_write_text(run_dir / MODEL_CONFIG_FILE, json.dumps(model_config.to_dict(), indent=1))
 
-    from lvae_jax.data import open_source
-    from lvae_jax.training.checkpoints import TrainCheckpointer
-    from lvae_jax.training.state import init_train_state, make_optimizer
 
     # -- data first (cheap, and the most common errors) --------------------------------------
     source = open_source(cfg.data_dir, cfg.tfds, cfg.tfds_split, cfg.tfds_data_dir, cfg.check_data)
     if cfg.eval_dir and is_main:
-        from lvae_jax.data import ImageFolderSource
         ImageFolderSource(cfg.eval_dir)  # fails now, not after the model is built
         if cfg.eval_anchor:
-            from lvae_jax.evaluation.official_results import resolve
             resolve(cfg.eval_anchor)      # a missing anchor too
 
     # -- devices, model, state ----------------------------------------------------------------
@@ -296,9 +294,6 @@ class _Run:
     ``evaluate`` the RD evaluation, ``loop`` runs the steps and returns the :class:`TrainResult`."""
 
     def __init__(self, setup: _Setup, state, checkpointer, resume: bool):
-        from lvae_jax.data import DataPosition
-        from lvae_jax.training.checkpoints import abstract_like
-        from lvae_jax.training.step import make_train_step, step_key
         cfg, is_main, run_dir = setup.cfg, setup.is_main, setup.run_dir
         model_config, source, mesh = setup.model_config, setup.source, setup.mesh
         global_batch, graphdef, tx = setup.global_batch, setup.graphdef, setup.tx
@@ -323,7 +318,6 @@ class _Run:
         self.next_key = jax.jit(step_key, out_shardings=rep)
         self.evaluator = None
         if cfg.eval_dir and is_main:
-            from lvae_jax.training.evaluation import RDEvaluator
             self.evaluator = RDEvaluator(graphdef, model_config, cfg.eval_dir, cfg.eval_lambdas,
                                          name=f"{model_config.name}@{run_dir.name}",
                                          anchor=cfg.eval_anchor, seed=cfg.seed,
@@ -398,8 +392,6 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------------
     def loop(self, max_steps: int | None) -> TrainResult:
-        from lvae_jax.data import Reading, TrainLoader
-        from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
         cfg, run_dir, mesh, start = self.cfg, self.run_dir, self.mesh, self.start
         stop = None
         try:
@@ -464,9 +456,6 @@ class _Run:
 def export_run(run_dir, out=None, weights: str = "ema", step: int | None = None) -> Path:
     """Write the weights of a run's checkpoint (default: the latest; ``weights`` "ema" or
     "params") as a model directory (default ``RUN/model``). Runs in one process."""
-    from lvae_jax.models import ModelConfig
-    from lvae_jax.training.checkpoints import TrainCheckpointer, abstract_like
-    from lvae_jax.training.state import init_train_state, make_optimizer
     run_dir = Path(run_dir)
     cfg = TrainConfig.load(run_dir / TRAIN_CONFIG_FILE)
     model_config = ModelConfig.from_dict(json.loads((run_dir / MODEL_CONFIG_FILE).read_text()))
