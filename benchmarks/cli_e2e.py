@@ -37,6 +37,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from harness import parse_size
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_LMB = 256.0
 
@@ -131,11 +133,6 @@ def _image(path: Path, size) -> Path:
     img = Image.fromarray(data.astronaut()).resize((w, h), Image.Resampling.BICUBIC)
     Image.fromarray(np.asarray(img, np.uint8)).save(path)
     return path
-
-
-def parse_size(text: str):
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
 
 
 def prepare_model(name: str, args, work: Path) -> tuple[Path, Path]:

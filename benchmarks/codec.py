@@ -36,31 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness import current_rss_bytes, official_available, parse_size, peak_rss_bytes
+
 MODELS = ["qres34m", "qarv_base"]
 #: λ used for the variable-rate model (qarv_base).
 BENCH_LMB = 256.0
 #: 3840×2160, padded to a multiple of 64 as the codec does (2160 -> 2176 rows).
 SIZE_4K = (2176, 3840)
-OFFICIAL_IMPORTS = "import lvae.models.qarv.zoo, lvae.models.qresvae.zoo"
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _stats(times) -> dict:
@@ -167,7 +155,7 @@ def worker_jax_latency(model_name: str, image: str, repeats: int, precision: str
             "decode_device_only": _stats(device_times),
             "rans_decode_only": _stats(rans_times),
             "decoded_finite": bool(np.all(np.isfinite(x))),
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": peak_rss_bytes() / 2**20}
 
 
 def worker_jax_encode_file(model_name: str, image: str, out: str) -> dict:
@@ -182,7 +170,7 @@ def worker_jax_encode_file(model_name: str, image: str, out: str) -> dict:
     arrays["grid"] = np.asarray(enc.grid)
     arrays["crcs"] = np.asarray(enc.checks.symbol_crcs, np.uint32)
     np.savez(out, **arrays)
-    return {"impl": "lvae-jax", "encode_s_incl_compile": seconds, "peak_rss_mib": _peak_rss_mib()}
+    return {"impl": "lvae-jax", "encode_s_incl_compile": seconds, "peak_rss_mib": peak_rss_bytes() / 2**20}
 
 
 def worker_jax_decode_memory(model_name: str, strings: str) -> dict:
@@ -194,12 +182,12 @@ def worker_jax_decode_memory(model_name: str, strings: str) -> dict:
         item = EncodedImage([z[f"latent{i:02d}"].tobytes() for i in range(n)], None,
                             tuple(int(v) for v in z["grid"]),
                             Checks(tuple(int(v) for v in z["crcs"])))
-    before = _current_rss_mib()
+    before = current_rss_bytes() / 2**20
     t0 = time.perf_counter()
     x = codec.decode([item], lmb)
     seconds = time.perf_counter() - t0
     return {"impl": "lvae-jax", "image": list(x.shape[1:3]), "rss_before_decode_mib": before,
-            "peak_rss_mib": _peak_rss_mib(), "decode_s_incl_compile": seconds}
+            "peak_rss_mib": peak_rss_bytes() / 2**20, "decode_s_incl_compile": seconds}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +278,7 @@ def worker_official_latency(model_name: str, image: str, repeats: int) -> dict:
     return {"impl": "official", "device": device, "model": model_name, "torch_threads": torch.get_num_threads(),
             "tf32": bool(device == "cuda" and torch.backends.cudnn.allow_tf32),
             "encode": _stats(enc_times), "decode": _stats(dec_times), "decode_entropy": _stats(coder_times),
-            "entropy_share": sum(coder_times) / sum(dec_times), "peak_rss_mib": _peak_rss_mib()}
+            "entropy_share": sum(coder_times) / sum(dec_times), "peak_rss_mib": peak_rss_bytes() / 2**20}
 
 
 def _save_official(obj, path: str):
@@ -322,14 +310,14 @@ def worker_official_decode_memory(model_name: str, image: str, out: str, step: s
         compress, _ = _official_calls(model, im)
         with torch.no_grad():
             _save_official(compress(), out)
-        return {"impl": "official", "peak_rss_mib": _peak_rss_mib()}
+        return {"impl": "official", "peak_rss_mib": peak_rss_bytes() / 2**20}
     obj = _load_official(out)
-    before = _current_rss_mib()
+    before = current_rss_bytes() / 2**20
     t0 = time.perf_counter()
     with torch.no_grad():
         x = model.decompress(obj)
     return {"impl": "official", "image": list(x.shape[2:]), "rss_before_decode_mib": before,
-            "peak_rss_mib": _peak_rss_mib(), "decode_s": time.perf_counter() - t0}
+            "peak_rss_mib": peak_rss_bytes() / 2**20, "decode_s": time.perf_counter() - t0}
 
 
 WORKERS = {f.__name__: f for f in (worker_jax_latency, worker_jax_encode_file, worker_jax_decode_memory,
@@ -351,28 +339,6 @@ def _run(fn: str, kw: dict, python: str = sys.executable, src: str | None = None
         last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit status {r.returncode}"
         return {"error": last}
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def official_available(python: str, src: str | None) -> bool:
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        return subprocess.run([python, "-c", OFFICIAL_IMPORTS], capture_output=True, env=env,
-                              timeout=300).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x768"`` -> (512, 768) (height × width, multiples of 64)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x768 (height x width), got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 64 or w % 64:
-        raise argparse.ArgumentTypeError(f"height and width must be positive multiples of 64, got {h}x{w}")
-    return h, w
 
 
 def write_image(path: Path, size, source: str | None) -> str:

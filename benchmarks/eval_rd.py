@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_e2e import BENCH_LMB, REPO, _env, _timed, parse_size, prepare_model  # noqa: E402
+from cli_e2e import BENCH_LMB, REPO, _env, _timed, prepare_model  # noqa: E402
+from harness import parse_size  # noqa: E402
 
 OFFICIAL_LOOP = textwrap.dedent("""
     import math, sys, tempfile

@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
+from harness import official_available, peak_rss_bytes
+
 MODELS = ["qres34m", "qres34m_lossless", "qres17m", "qarv_base", "rd_model_base"]
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker_jax(model_name: str, h: int, w: int, repeats: int) -> dict:
@@ -56,7 +53,7 @@ def worker_jax(model_name: str, h: int, w: int, repeats: int) -> dict:
         jax.block_until_ready(compiled(state, im, key))
         times.append(time.perf_counter() - t0)
     out = {"impl": "lvae-jax", "device": str(jax.devices()[0]), "compile_s": compile_s,
-           "mean_s": float(np.mean(times)), "min_s": float(np.min(times)), "peak_rss_mib": _peak_rss_mib()}
+           "mean_s": float(np.mean(times)), "min_s": float(np.min(times)), "peak_rss_mib": peak_rss_bytes() / 2**20}
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         out["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
@@ -91,7 +88,7 @@ def worker_official(model_name: str, h: int, w: int, repeats: int) -> dict:
         run()
         times.append(time.perf_counter() - t0)
     out = {"impl": "official", "device": device, "compile_s": 0.0, "mean_s": float(np.mean(times)),
-           "min_s": float(np.min(times)), "peak_rss_mib": _peak_rss_mib(),
+           "min_s": float(np.min(times)), "peak_rss_mib": peak_rss_bytes() / 2**20,
            "torch_threads": torch.get_num_threads()}
     if device == "cuda":
         out["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -107,12 +104,6 @@ def _spawn(python, impl, model, args, extra_env=None) -> dict | None:
         print(f"  {impl} {model}: failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
         return None
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _official_available(python, src) -> bool:
-    env = dict(os.environ, PYTHONPATH=src) if src else None
-    code = "import lvae.models.qarv.zoo, lvae.models.qresvae.zoo, lvae.models.rd.zoo"
-    return subprocess.run([python, "-c", code], capture_output=True, env=env).returncode == 0
 
 
 def main(argv=None):
@@ -131,7 +122,7 @@ def main(argv=None):
         print(json.dumps(fn(args.models[0], args.size[0], args.size[1], args.repeats)))
         return
 
-    official = _official_available(args.official_python, args.official_src)
+    official = official_available(args.official_python, args.official_src)
     print(f"forward (eval mode), batch 1, {args.size[0]}x{args.size[1]}, mean of {args.repeats} after a warm-up")
     if not official:
         print("official lossy-vae not importable: measuring lvae-jax only "

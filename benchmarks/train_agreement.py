@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import official_env
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = REPO.parent / "shared" / "images"
 
@@ -172,12 +174,6 @@ def _run(cmd, env=None, cwd=REPO) -> str:
     return r.stdout
 
 
-def _official_env(src: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def make_images(work: Path) -> tuple[Path, Path]:
     """The training folder (scikit-image photographs and the shared sample images, at least 128
     px) and a held-out evaluation folder (four 128×192 crops of other photographs)."""
@@ -218,7 +214,7 @@ def initial_weights(kind: str, seed: int, args, work: Path) -> tuple[Path, Path]
     cfg_json = work / f"{kind}.config.json"
     cfg_json.write_text(json.dumps(cfg.to_dict()))
     pt = work / f"{kind}-init{seed}.pt"
-    _run([args.official_python, "-c", OFFICIAL_INIT, cfg_json, seed, pt], _official_env(args.official_src))
+    _run([args.official_python, "-c", OFFICIAL_INIT, cfg_json, seed, pt], official_env(args.official_src))
     mdir = work / f"{kind}-init{seed}"
     if not mdir.exists():
         convert_torch_to_model(pt, mdir, model=cfg)
@@ -240,7 +236,7 @@ def official_run(kind: str, seed: int, args, work: Path, images: Path, pt: Path)
     (work / "spec.json").write_text(json.dumps(spec))
     t0 = time.perf_counter()
     _run([args.official_python, "-c", OFFICIAL_TRAIN, work / "spec.json", work / f"{kind}.config.json"],
-         _official_env(args.official_src), cwd=work)
+         official_env(args.official_src), cwd=work)
     curve = json.loads((run_dir / "curve.json").read_text())
     return {"curve": curve, "ema": str(run_dir / "ema.pt"), "wall_s": time.perf_counter() - t0}
 

@@ -36,19 +36,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import official_available, peak_rss_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------
 # Workers (each runs in a fresh subprocess)
 # ------------------------------------------------------------------------------------------------
-
-
-def _peak_rss_gb() -> float:
-    """Peak resident memory of this worker process, GB (VmHWM; importable without JAX, so the
-    official worker uses it too)."""
-    from lvae_jax.limits import peak_rss
-    return peak_rss() / 1e9
 
 
 def _jax_step_setup(model_name, batch, size, model_args=None, precision="fp32"):
@@ -81,11 +76,11 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int, model_args=
     # jitted exactly as the trainer does (so `loop` below reuses this compilation)
     step = jax.jit(make_step(graphdef, config, cfg, tx), in_shardings=(rep, bsh, rep),
                    out_shardings=(rep, rep), donate_argnums=0)
-    rss_before = _peak_rss_gb()
+    rss_before = peak_rss_bytes() / 1e9
     t0 = time.perf_counter()
     compiled = step.lower(state, im, step_key(state.rng, 0)).compile()
     compile_s = time.perf_counter() - t0
-    rss_compiled = _peak_rss_gb()
+    rss_compiled = peak_rss_bytes() / 1e9
     mem = compiled.memory_analysis()
     state, m = compiled(state, im, step_key(state.rng, 0))
     jax.block_until_ready(m)
@@ -105,7 +100,7 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int, model_args=
             "xla_temp_gb": mem.temp_size_in_bytes / 1e9 if mem else None,
             "xla_args_gb": mem.argument_size_in_bytes / 1e9 if mem else None,
             "peak_rss_before_compile_gb": rss_before,
-            "peak_rss_after_compile_gb": rss_compiled, "peak_rss_gb": _peak_rss_gb()}
+            "peak_rss_after_compile_gb": rss_compiled, "peak_rss_gb": peak_rss_bytes() / 1e9}
 
 
 def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dict:
@@ -137,7 +132,7 @@ def worker_official(model_name: str, batch: int, size: int, repeats: int) -> dic
         times.append(time.perf_counter() - t0)
     return {"impl": "official", "device": device, "threads": torch.get_num_threads(),
             "mean_s": float(np.mean(times)), "min_s": float(np.min(times)),
-            "peak_rss_gb": _peak_rss_gb()}
+            "peak_rss_gb": peak_rss_bytes() / 1e9}
 
 
 def worker_pipeline(batch: int, size: int, seconds: float, workers: int | None) -> dict:
@@ -193,7 +188,7 @@ def worker_loop(model_name: str, batch: int, size: int, steps: int,
     rates = [r["steps_per_s"] for r in rows if r["split"] == "train" and r["step"] > 2]
     return {"impl": "lvae-jax", "steps_per_s": float(np.median(rates)),
             "images_per_s": float(np.median(rates)) * batch, "steps": steps,
-            "run_s_incl_compile": total, "peak_rss_gb": _peak_rss_gb()}
+            "run_s_incl_compile": total, "peak_rss_gb": peak_rss_bytes() / 1e9}
 
 
 def worker_official_loop(model_name: str, batch: int, size: int, steps: int, lmb: float,
@@ -255,7 +250,7 @@ def worker_official_loop(model_name: str, batch: int, size: int, steps: int, lmb
     return {"impl": "official", "device": "cuda" if cuda else "cpu",
             "threads": torch.get_num_threads(), "steps_per_s": float(np.median(1.0 / gaps)),
             "images_per_s": float(np.median(1.0 / gaps)) * batch, "steps": steps,
-            "loader_workers": workers, "run_s": total, "peak_rss_gb": _peak_rss_gb()}
+            "loader_workers": workers, "run_s": total, "peak_rss_gb": peak_rss_bytes() / 1e9}
 
 
 def worker_scaling(model_name: str, model_args: dict, batch: int, size: int, repeats: int) -> dict:
@@ -306,14 +301,6 @@ def _run(payload: dict, python: str = sys.executable, env_extra: dict | None = N
     return json.loads(lines[-1][7:])
 
 
-def _official_available(python: str, src: str | None) -> bool:
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    probe = "import torch, torchvision, timm, lvae.models.registry"
-    return subprocess.run([python, "-c", probe], env=env, capture_output=True).returncode == 0
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["step", "pipeline", "loop", "scaling"], nargs="+",
@@ -343,7 +330,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
 
     if "step" in args.only:
-        official = _official_available(args.official_python, args.official_src)
+        official = official_available(args.official_python, args.official_src)
         if not official:
             print(json.dumps({"official": "skipped: lvae + torch + torchvision + timm do not import "
                                           f"in {args.official_python} (see --official-python)"}))
@@ -378,7 +365,7 @@ def main(argv=None) -> int:
         row["lvae_jax"] = _run({"fn": "worker_loop", "kw": dict(
             model_name=name, batch=args.batch, size=args.size, steps=args.loop_steps,
             model_args=model_args)})
-        if name.startswith("qres") and args.official_src and _official_available(
+        if name.startswith("qres") and args.official_src and official_available(
                 args.official_python, args.official_src):
             row["official"] = _run({"fn": "worker_official_loop", "kw": dict(
                 model_name=name, batch=args.batch, size=args.size, steps=args.loop_steps,
