@@ -124,8 +124,9 @@ def budget_words(budget: int, limit: int) -> str:
     """How a refusal names the budget: "the 3.2 GiB allowed" (+ what the process holds)."""
     if budget == limit:
         return f"the {format_gib(limit)} allowed"
-    return (f"the {format_gib(max(0, limit - current_rss()))} left of the {format_gib(limit)} "
-            f"allowed (this process already holds {format_gib(current_rss())})")
+    held = current_rss()
+    return (f"the {format_gib(max(0, limit - held))} left of the {format_gib(limit)} "
+            f"allowed (this process already holds {format_gib(held)})")
 
 
 def activation_bytes(config, height: int, width: int, batch: int = 1) -> int:

@@ -242,10 +242,10 @@ def _write_flat_copy(info: dict, params: dict) -> None:
     f = _flat_copy_path(info.get("weights_sha256"))
     if f is None:
         return
-    layout, size = _flat_layout({k: v.shape for k, v in params.items()})
+    layout, _ = _flat_layout({k: v.shape for k, v in params.items()})
+    tmp = f.with_name(f".{f.name}.{os.getpid()}")
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f".{f.name}.{os.getpid()}")
         with open(tmp, "wb") as out:
             for k, (offset, _) in layout.items():
                 out.write(b"\0" * (offset - out.tell()))
@@ -256,8 +256,8 @@ def _write_flat_copy(info: dict, params: dict) -> None:
         _record_verified(f, info["weights_sha256"])
     except OSError:
         try:
-            tmp.unlink()
-        except (OSError, UnboundLocalError):
+            tmp.unlink(missing_ok=True)
+        except OSError:
             pass
 
 

@@ -140,7 +140,7 @@ def ensure(source: Source, model: str, root: Path | None = None, progress=None) 
             return hit
         local, digest, commit = download(source)
         out = root / digest
-        if not _complete(out):
+        if not is_model_dir(out):
             _say(progress, f"converting {source.path} ({digest[:12]}) into {out}")
             origin = {"repo": source.repo, "revision": source.revision, "path": source.path,
                       "sha256": digest, "commit": commit}
@@ -149,10 +149,6 @@ def ensure(source: Source, model: str, root: Path | None = None, progress=None) 
         index[source.key] = {"sha256": digest, "commit": commit}
         _write_index(root, index)
         return out
-
-
-def _complete(d: Path) -> bool:
-    return is_model_dir(d)
 
 
 def convert_into(pt: Path, out: Path, model: str, origin: dict) -> Path:
@@ -164,12 +160,6 @@ def convert_into(pt: Path, out: Path, model: str, origin: dict) -> Path:
                               f"to {model}: {e}") from None
 
 
-def local_source(pt) -> Source:
-    """A checkpoint file on disk as a source (``get_model(name, pretrained="file.pt")``)."""
-    p = Path(pt).absolute()
-    return Source("file", "local", str(p))
-
-
 def ensure_local(pt, model: str, root: Path | None = None, progress=None) -> Path:
     """Convert a local official ``.pt`` once into the cache (named by its SHA-256)."""
     from filelock import FileLock
@@ -179,11 +169,11 @@ def ensure_local(pt, model: str, root: Path | None = None, progress=None) -> Pat
     digest = file_sha256(pt)
     root = root or models_dir()
     out = root / digest
-    if _complete(out):
+    if is_model_dir(out):
         return out
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / LOCK)):
-        if not _complete(out):
+        if not is_model_dir(out):
             _say(progress, f"converting {pt} ({digest[:12]}) into {out}")
             convert_into(pt, out, model, {"repo": None, "revision": None, "path": str(pt.absolute()),
                                           "sha256": digest, "commit": None})
