@@ -37,7 +37,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from harness import parse_size
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when imported by path
+from harness import parse_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_LMB = 256.0

@@ -42,7 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import current_rss_bytes, official_available, parse_size, peak_rss_bytes
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when imported by path
+from harness import current_rss_bytes, official_available, parse_size, peak_rss_bytes  # noqa: E402
 
 MODELS = ["qres34m", "qarv_base"]
 #: λ used for the variable-rate model (qarv_base).

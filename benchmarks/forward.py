@@ -23,8 +23,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from harness import official_available, peak_rss_bytes
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when imported by path
+from harness import official_available, peak_rss_bytes  # noqa: E402
 
 MODELS = ["qres34m", "qres34m_lossless", "qres17m", "qarv_base", "rd_model_base"]
 

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import official_env
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when imported by path
+from harness import official_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = REPO.parent / "shared" / "images"

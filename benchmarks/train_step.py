@@ -36,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import official_available, peak_rss_bytes
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when imported by path
+from harness import official_available, peak_rss_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
