@@ -29,6 +29,21 @@ os.environ.setdefault("LVAE_CACHE_DIR", str(XLA_CACHE))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["LVAE_CACHE_DIR"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+#: Every program of the session — in the workers and in every subprocess they start — is compiled
+#: without LLVM's optimisations: the tests' small inputs run in milliseconds either way, and
+#: compilation is most of the suite's time (−35 % for the codec and generative tests, measured:
+#: docs/benchmarks.md "Test suite"). The optimisation level changes machine code, not the
+#: arithmetic the tests check beyond float32 reassociation, which every tolerance allows for; the
+#: exact checks (decode = evaluation reconstruction, lossless, bitstream bytes) compare programs
+#: compiled alike. A value already in ``XLA_FLAGS`` is left as it is (e.g. to run the suite
+#: at XLA's default level: ``XLA_FLAGS=--xla_backend_optimization_level=2 ./lvae test``). The
+#: caller's own value stays in ``LVAE_TESTS_CALLER_XLA_FLAGS`` for the few subprocesses whose
+#: run time, not compilation, is their cost (test_tiles.py's large images).
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0",)
+_flags = os.environ.setdefault("LVAE_TESTS_CALLER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = " ".join(
+    [_flags, *(f for f in TEST_XLA_FLAGS if f.split("=")[0] not in _flags)]).strip()
+
 #: The files whose tests are grouped by official model.
 PARITY_FILES = ("test_parity.py", "test_codec_parity.py")
 #: Units of work by decreasing cost (measured): started first.

@@ -17,7 +17,7 @@ from parity_support import REPO
 #: Trains and codes in subprocesses: deselect locally with -m "not slow".
 pytestmark = pytest.mark.slow
 
-TINY = ["ch=8", "enc_dims=(16,16,16,16,16)", "enc_nums=(1,1,1,1,1)", "dec_nums=(1,1,1,1)",
+TINY = ["ch=8", "enc_dims=(16,16,16,16,16)", "enc_nums=(0,0,0,0,0)", "dec_nums=(1,0,0,1)",
         "z_dims=(4,4,4,4)", "embed_dim=16", "lmb_range=(4,128)", "se_ratio=0.5"]
 
 

@@ -22,8 +22,9 @@ BF16_UNIT_ROUNDOFF = 2.0 ** -9
 JIT = {"compiler_options": {"xla_backend_optimization_level": 0}}
 
 
-@pytest.fixture(scope="module", params=["qarv", "qres"])
+@pytest.fixture(scope="module", params=["qarv2", "qres2"])
 def model(request):
+    """Two latent blocks and the decoder's every kind of layer: half the compilation."""
     return T.model(request.param)
 
 

@@ -3,6 +3,7 @@ tile, the tile choice under a memory budget, damaged and forged tiled files, the
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -197,6 +198,14 @@ def test_cli_tiles(codecs, tmp_path):
     assert r.returncode == 2 and "at least 64" in r.stderr
 
 
+@pytest.fixture
+def xla_as_users_run(monkeypatch):
+    """Subprocesses compiled at XLA's default optimisation, as users run them (not the session's
+    level 0, tests/conftest.py): these tests run seconds of computation on large images, which
+    unoptimised code would double."""
+    monkeypatch.setenv("XLA_FLAGS", os.environ["LVAE_TESTS_CALLER_XLA_FLAGS"])
+
+
 def _peak_rss_of(argv) -> int:
     """Peak RSS (VmHWM) of ``python -m lvae_jax ARGV`` in a fresh process
     (``benchmarks/large_image.py``'s runner)."""
@@ -211,7 +220,7 @@ def _peak_rss_of(argv) -> int:
 
 
 @pytest.mark.slow
-def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
+def test_tiles_bound_the_memory_of_a_large_image(tmp_path, xla_as_users_run):
     """The demo model on a 2048×1536 photo: coded in 256-pixel tiles, compress peaks well below
     the same command on the whole image (whose activations are most of its memory), decompress
     (whose fused decoder holds less) not above it. (Larger images: benchmarks/large_image.py.)"""
@@ -233,7 +242,7 @@ def test_tiles_bound_the_memory_of_a_large_image(tmp_path):
 
 
 @pytest.mark.slow
-def test_max_memory_bounds_the_peak_of_a_large_tiled_decode(tmp_path):
+def test_max_memory_bounds_the_peak_of_a_large_tiled_decode(tmp_path, xla_as_users_run):
     """A 67-Mpx tiled file (256 tiles of 512², the tiny QARV) decodes under --max-memory 1600M
     with the process's peak (VmHWM) below the limit — the image is assembled in uint8 and the
     limit counts what the process already holds; with too little memory for the whole image's

@@ -77,7 +77,7 @@ def weights_digest(params: dict[str, np.ndarray]) -> str:
         a = np.ascontiguousarray(params[k], dtype=np.float32)
         h.update(k.encode())
         h.update(str(a.shape).encode())
-        h.update(a.tobytes())
+        h.update(a)                      # its C-contiguous bytes, without a copy
     return h.hexdigest()
 
 

@@ -71,7 +71,7 @@ def read_torch_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str]]:
         v = v.detach().cpu()
         if v.dtype == torch.bfloat16 or v.dtype == torch.float16:
             v = v.float()
-        out[k] = v.numpy().copy()
+        out[k] = v.numpy()      # shares the loaded tensor's memory (which it keeps alive): no copy
     return out, notes
 
 
@@ -107,19 +107,27 @@ class MatchReport:
         return "\n".join(lines)
 
 
-def match(sd: dict[str, np.ndarray], config: ModelConfig, abstract_shapes: dict | None = None) -> MatchReport:
-    """Compare a state_dict with a model's key map: keys, shapes, buffer values."""
+def match(sd: dict[str, np.ndarray], config: ModelConfig, abstract_shapes: dict | None = None,
+          shapes_if_keys_missing: bool = True) -> MatchReport:
+    """Compare a state_dict with a model's key map: keys, shapes, buffer values. With
+    ``shapes_if_keys_missing=False`` shapes are compared only where every key of the model is
+    present (building a model's shapes is the costly part of detecting which model a file holds,
+    and one with missing keys is not it)."""
     rep = MatchReport(config)
     entries = key_map(config)
-    shapes = abstract_shapes if abstract_shapes is not None else param_shapes(config)
+    rep.missing = [e.torch_key for e in entries if e.torch_key not in sd]
+    shapes = None
+    if shapes_if_keys_missing or not rep.missing:
+        shapes = abstract_shapes if abstract_shapes is not None else param_shapes(config)
     seen = set()
     for e in entries:
         seen.add(e.torch_key)
         if e.torch_key not in sd:
-            rep.missing.append(e.torch_key)
             continue
         v = sd[e.torch_key]
         if isinstance(e, ParamEntry):
+            if shapes is None:
+                continue
             want = torch_shape(e.layout, shapes[e.jax_path])
             if tuple(v.shape) != tuple(want):
                 rep.wrong_shape.append(f"{e.torch_key}: file {tuple(v.shape)}, {config.name} expects {tuple(want)}")
@@ -146,7 +154,10 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple]:
 
 def detect(sd: dict[str, np.ndarray], candidates: dict[str, ModelConfig]) -> tuple[MatchReport, list]:
     """Pick the candidate whose key map matches; returns (best report, all reports sorted)."""
-    reports = sorted((match(sd, c) for c in candidates.values()), key=lambda r: r.n_problems)
+    reports = sorted((match(sd, c, shapes_if_keys_missing=False) for c in candidates.values()),
+                     key=lambda r: r.n_problems)
+    if not reports[0].ok:                      # the closest one, reported in full
+        reports[0] = match(sd, reports[0].config)
     return reports[0], reports
 
 
