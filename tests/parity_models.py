@@ -16,14 +16,6 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-#: XLA options of the parity programs: unoptimised machine code (LLVM -O0) compiles these
-#: full-size models about a fifth faster and runs the recordings' small inputs in well under a
-#: second; what the tests compare is the arithmetic, which XLA's optimisation level does not
-#: change beyond float32 reassociation (inside every tolerance, which is derived for two correct
-#: float32 implementations).
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
 class Converted:
     """An official checkpoint rebuilt from the recipe, converted by the real converter, loaded,
     with its jitted functions (each compiled once per input shape)."""
@@ -51,7 +43,7 @@ class Converted:
         outputs and gradients with the given noise) function over the split parameters."""
         if name not in self._fns:
             g = self.graphdef
-            jit = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+            jit = jax.jit            # at the session's optimisation level (conftest.py)
             if name == "eval":
                 self._fns[name] = jit(lambda p, im, lmb: nnx.merge(g, p)(im, lmb, training=False))
             elif name == "eval_tf":

@@ -29,8 +29,8 @@ IMAGES = images_dir()
 
 @pytest.fixture(scope="module")
 def codecs():
-    """The tiny QRes, QARV and lossless codecs (tests/tiny_models.py)."""
-    return {k: T.codec(k) for k in ("qres", "qarv", "lossless")}
+    """The tiny QRes, QARV and lossless codecs of two latent blocks (tests/tiny_models.py)."""
+    return {k: T.codec(k + "2") for k in ("qres", "qarv", "lossless")}
 
 
 def _lmb(kind):
@@ -94,7 +94,7 @@ def test_odd_sizes(codecs, size):
 def test_wrong_model_and_wrong_family_are_refused(codecs):
     im = load("coffee64.png")
     data = codecs["qres"].compress(im)
-    other = T.codec("qres", seed=7)
+    other = T.codec("qres2", seed=7)
     with pytest.raises(BitstreamError, match="other weights or config"):
         other.decompress_details(data)
     with pytest.raises(BitstreamError):
@@ -126,13 +126,15 @@ def test_progressive_and_truncated_files(codecs):
     assert np.abs(zero - prior).max() < 1e-5
     hot = c.decompress(data, num_blocks=1, temperature=1.0, key=jax.random.key(3))
     assert not np.array_equal(hot, c.decompress(data, num_blocks=1))
-    # A container cut inside latent block 2 decodes blocks 0-1 with --partial, and is refused without.
+    # A container cut inside the last latent block decodes the ones before it with --partial, and
+    # is refused without.
     h = container.read_header(data)
-    cut = h.header_size + sum(h.chunk_lengths[:2]) + 3
+    cut = h.header_size + sum(h.chunk_lengths[:L - 1]) + 3
     with pytest.raises(BitstreamError, match="truncated"):
         c.decompress_details(data[:cut])
     part = c.decompress_details(data[:cut], allow_partial=True)
-    assert part.blocks_decoded == 2 and np.array_equal(part.image, c.decompress(data, num_blocks=2))
+    assert part.blocks_decoded == L - 1 and np.array_equal(part.image,
+                                                         c.decompress(data, num_blocks=L - 1))
 
 
 def test_corrupt_files_raise_clear_errors(codecs):
@@ -244,7 +246,7 @@ def test_official_files_warn_about_elements_at_risk():
     scale lies within the near-boundary band of a table threshold, and warns with the count; the
     decoder's own count (from its scales, in float64) agrees. The band is widened here (2 %) so
     that a tiny model has hundreds of such elements."""
-    c = Codec(T.model("qarv"), near_boundary=0.02)
+    c = Codec(T.model("qarv2"), near_boundary=0.02)
     im = load("astronaut256.png")
     notes: list = []
     data = c.compress(im, 300.0, fmt="official", notes=notes)

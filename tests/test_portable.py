@@ -24,8 +24,9 @@ DELTA = hints.bound(EXP)
 
 @pytest.fixture(scope="module")
 def codecs():
-    """The tiny QARV and lossless codecs (tests/tiny_models.py)."""
-    return {k: T.codec(k) for k in ("qarv", "lossless")}
+    """The tiny QARV and lossless codecs of two latent blocks (tests/tiny_models.py; the programs
+    of test_codec.py)."""
+    return {k: T.codec(k + "2") for k in ("qarv", "lossless")}
 
 
 def test_retrieval_answers_every_key_it_was_built_for():

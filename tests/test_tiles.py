@@ -20,8 +20,9 @@ from test_codec import IMAGES, _cli
 
 @pytest.fixture(scope="module")
 def codecs():
-    """The tiny QARV and lossless codecs (tests/tiny_models.py)."""
-    return {k: T.codec(k) for k in ("qarv", "lossless")}
+    """The tiny QARV and lossless codecs of two latent blocks (tests/tiny_models.py; the programs
+    of test_codec.py)."""
+    return {k: T.codec(k + "2") for k in ("qarv", "lossless")}
 
 
 def _image(h=150, w=200):
@@ -249,7 +250,7 @@ def test_max_memory_bounds_the_peak_of_a_large_tiled_decode(tmp_path, xla_as_use
     buffers it is refused before the first tile."""
     from lvae_jax.checkpoint.model_dir import save_model
     from lvae_jax.codec import Codec
-    model = T.model("qarv")
+    model = T.model("qarv2")
     save_model(model, tmp_path / "m")
     tile = Codec(model).compress(np.random.default_rng(0).integers(0, 256, (512, 512, 3),
                                                                     dtype=np.uint8), 300.0)
