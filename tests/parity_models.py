@@ -1,5 +1,6 @@
-"""Official checkpoints rebuilt from a parity manifest and converted by the real converter, once
-per manifest and test session (:class:`Store`, the session fixture ``parity_models`` of
+"""Official checkpoints rebuilt from a parity manifest, fetched by name through a local stand-in
+of the Hugging Face hub (the real download and conversion path, in a fresh process) once per
+manifest and test session (:class:`Store`, the session fixture ``parity_models`` of
 ``conftest.py``).
 
 The collection hook of ``conftest.py`` runs the parity tests of one manifest one after another
@@ -11,14 +12,74 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 from flax import nnx
 
+from hub_mirror import HubMirror
+from parity_support import REPO
+
+#: What the fresh process runs: the official model by name, as a user would (``pretrained=True``
+#: downloads, verifies and converts it into the models cache), then prints its weights' digest,
+#: its name and the cache entry it was loaded from (a JSON list, on its last line).
+_FETCH = ("import json, sys, lvae_jax\n"
+          "from lvae_jax.checkpoint.pretrained import pretrained_dir\n"
+          "name, args = sys.argv[1], json.loads(sys.argv[2])\n"
+          "m = lvae_jax.get_model(name, pretrained=True, **args)\n"
+          "print(json.dumps([m.weights_sha256, m.config.name, str(pretrained_dir(name, **args))]))")
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """The outcome of fetching a model by name in a fresh process (:func:`fetch_by_name`)."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def printed(self) -> tuple[str, str, Path] | None:
+        """(weights digest, model name, models-cache entry) the process printed; None if it
+        failed."""
+        if self.returncode != 0 or not self.stdout.strip():
+            return None
+        sha, name, where = json.loads(self.stdout.strip().splitlines()[-1])
+        return sha, name, Path(where)
+
+    @property
+    def model_dir(self) -> Path | None:
+        """The models-cache entry the process loaded, or None if it failed."""
+        return self.printed[2] if self.printed else None
+
+
+def fetch_by_name(manifest, pt: Path, tmp_dir: Path) -> Fetch:
+    """``get_model(name, pretrained=True)`` in a fresh process against a local hub stand-in
+    (tests/hub_mirror.py) serving ``pt`` under the model's official path, with its own hub and
+    models caches under ``tmp_dir`` and nothing else reachable."""
+    from lvae_jax.models.registry import MODELS, OFFICIAL_REPO
+    entry = MODELS[manifest.model]
+    args = {entry.weights_arg: manifest.args[entry.weights_arg]} if entry.weights_arg else {}
+    file = entry.file_for(**args)
+    env = dict(os.environ, HF_HOME=str(tmp_dir / "hf"), LVAE_MODELS_DIR=str(tmp_dir / "models"),
+               HF_HUB_DISABLE_TELEMETRY="1")
+    with HubMirror({OFFICIAL_REPO: {file.path: pt}}) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        r = subprocess.run([sys.executable, "-c", _FETCH, manifest.model, json.dumps(args)],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return Fetch(r.returncode, r.stdout, r.stderr)
+
+
 class Converted:
-    """An official checkpoint rebuilt from the recipe, converted by the real converter, loaded,
-    with its jitted functions (each compiled once per input shape)."""
+    """An official checkpoint rebuilt from the recipe, written as the official ``.pt``, fetched by
+    name from the hub stand-in (:func:`fetch_by_name`: downloaded and converted by the real
+    converter, once), loaded here, with its jitted functions (each compiled once per input
+    shape). Should the fetch fail, the ``.pt`` is converted here instead, so that the other
+    parity tests still run; the hub test reports the failure."""
 
     def __init__(self, manifest, tmp_dir: Path):
         from lvae_jax import load_model
@@ -26,9 +87,11 @@ class Converted:
         self.manifest = manifest
         self.state_dict = manifest.rebuild_state_dict()
         self.pt = write_torch_checkpoint(self.state_dict, tmp_dir / f"{manifest.model}.pt")
-        self.result = convert_torch_to_model(self.pt, tmp_dir / f"{manifest.model}_jax",
-                                             lmb=manifest.args.get("lmb"))
-        self.model = load_model(self.result.out_dir)
+        self.fetch = fetch_by_name(manifest, self.pt, tmp_dir)
+        self.models_cache = tmp_dir / "models"          # LVAE_MODELS_DIR of the fetch
+        self.model_dir = self.fetch.model_dir or convert_torch_to_model(
+            self.pt, tmp_dir / f"{manifest.model}_jax", lmb=manifest.args.get("lmb")).out_dir
+        self.model = load_model(self.model_dir)
         self.graphdef, self.params = nnx.split(self.model)
         self._fns = {}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -183,12 +182,15 @@ def _assert_stats(ours: dict, official: dict, rate_slack_nats_per_dim: float, n_
 
 @pytest.mark.parametrize("converted", MANIFESTS, ids=[m.model for m in MANIFESTS], indirect=True)
 def test_conversion_round_trip(converted, tmp_path):
-    """Official -> lvae-jax -> official reproduces every manifest key, shape, dtype, order and
-    value bit for bit."""
-    from lvae_jax.checkpoint.torch_io import convert_model_to_torch, read_torch_checkpoint
+    """The converter recognises the official state_dict as its model, and official -> lvae-jax
+    (the model directory the hub path wrote) -> official reproduces every manifest key, shape,
+    dtype, order and value bit for bit."""
+    from lvae_jax.checkpoint.torch_io import (convert_model_to_torch, default_candidates, detect,
+                                              read_torch_checkpoint)
     man = converted.manifest
-    assert converted.result.config.name == man.model, "the converter detected the wrong model"
-    back = convert_model_to_torch(converted.result.out_dir, tmp_path / "back.pt")
+    best, _ = detect(converted.state_dict, default_candidates(lmb=man.args.get("lmb")))
+    assert best.ok and best.config.name == man.model, "the converter detected the wrong model"
+    back = convert_model_to_torch(converted.model_dir, tmp_path / "back.pt")
     sd, _ = read_torch_checkpoint(back)
     assert list(sd) == list(man.data["keys"]), "keys or their order differ from the official state_dict"
     for key, info in man.data["keys"].items():
@@ -198,34 +200,22 @@ def test_conversion_round_trip(converted, tmp_path):
 
 
 @pytest.mark.parametrize("converted", MANIFESTS, ids=[m.model for m in MANIFESTS], indirect=True)
-def test_official_weights_by_name_through_a_hub_mirror(converted, tmp_path):
+def test_official_weights_by_name_through_a_hub_mirror(converted):
     """``get_model(name, pretrained=True)`` in a fresh process, against a local stand-in of the
     Hugging Face hub (tests/hub_mirror.py) serving this model's rebuilt official checkpoint under
-    its official path: downloaded, converted into the cache, and the same weights as the manual
-    conversion. (The download, lock, kill and error cases: test_pretrained.py.)"""
-    import os
-    import subprocess
-    import sys
-    from hub_mirror import HubMirror
+    its official path, with empty caches (done once per model by the session's store,
+    tests/parity_models.py, whose model every parity test then checks): downloaded, converted into
+    the models cache, loaded, and that cache entry holds the official weights
+    (test_conversion_round_trip: bit for bit). (The download, lock, kill and error cases:
+    test_pretrained.py.)"""
     from lvae_jax.checkpoint.model_dir import read_info
-    from lvae_jax.models.registry import MODELS, OFFICIAL_REPO
-    from parity_support import REPO
-    man = converted.manifest
-    entry = MODELS[man.model]
-    args = {entry.weights_arg: man.args[entry.weights_arg]} if entry.weights_arg else {}
-    file = entry.file_for(**args)
-    code = ("import json, sys, lvae_jax; m = lvae_jax.get_model(sys.argv[1], pretrained=True, "
-            "**json.loads(sys.argv[2])); print(m.weights_sha256, m.config.name)")
-    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), LVAE_MODELS_DIR=str(tmp_path / "models"),
-               HF_HUB_DISABLE_TELEMETRY="1")
-    with HubMirror({OFFICIAL_REPO: {file.path: converted.pt}}) as hub:
-        env["HF_ENDPOINT"] = hub.url
-        r = subprocess.run([sys.executable, "-c", code, man.model, json.dumps(args)], env=env,
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    sha, name = r.stdout.split()[-2:]
-    assert name == man.model
-    assert sha == read_info(converted.result.out_dir)["weights_sha256"]
+    fetch, man = converted.fetch, converted.manifest
+    assert fetch.returncode == 0, fetch.stderr[-3000:]
+    sha, name, where = fetch.printed
+    assert name == man.model and where == converted.model_dir
+    assert where.parent == converted.models_cache, "not an entry of the session's models cache"
+    info = read_info(where)
+    assert sha == info["weights_sha256"] and info["config"]["name"] == man.model
 
 
 # ------------------------------------------------------------------------------------------------
