@@ -14,6 +14,7 @@ import functools
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class Converted:
     def __init__(self, manifest, tmp_dir: Path):
         from lvae_jax import load_model
         from lvae_jax.checkpoint.torch_io import convert_torch_to_model, write_torch_checkpoint
-        self.manifest = manifest
+        self.manifest, self.tmp_dir = manifest, tmp_dir
         self.state_dict = manifest.rebuild_state_dict()
         self.pt = write_torch_checkpoint(self.state_dict, tmp_dir / f"{manifest.model}.pt")
         self.fetch = fetch_by_name(manifest, self.pt, tmp_dir)
@@ -123,7 +124,8 @@ class Converted:
 
 class Store:
     """Converted models by manifest (its content digest): each converted once per session; the
-    most recent ``keep`` are held."""
+    most recent ``keep`` are held, and the files of one let go are deleted (a full-size model's
+    checkpoint, hub download and cache entry take gigabytes)."""
 
     def __init__(self, tmp_dir: Path, keep: int = 1):
         self.tmp_dir, self.keep = Path(tmp_dir), keep
@@ -136,7 +138,9 @@ class Store:
             self._models[key] = self._models.pop(key)          # most recent last
             return self._models[key]
         while len(self._models) >= self.keep:
-            self._models.pop(next(iter(self._models)))
+            gone = self._models.pop(next(iter(self._models)))
+            shutil.rmtree(gone.tmp_dir, ignore_errors=True)
+            del gone
             gc.collect()
         where = self.tmp_dir / f"{manifest.model}-{key[:12]}"
         where.mkdir(parents=True, exist_ok=True)
