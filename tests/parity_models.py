@@ -42,6 +42,7 @@ class Fetch:
     returncode: int
     stdout: str
     stderr: str
+    models_cache: Path          # the LVAE_MODELS_DIR it was given
 
     @property
     def printed(self) -> tuple[str, str, Path] | None:
@@ -66,13 +67,14 @@ def fetch_by_name(manifest, pt: Path, tmp_dir: Path) -> Fetch:
     entry = MODELS[manifest.model]
     args = {entry.weights_arg: manifest.args[entry.weights_arg]} if entry.weights_arg else {}
     file = entry.file_for(**args)
-    env = dict(os.environ, HF_HOME=str(tmp_dir / "hf"), LVAE_MODELS_DIR=str(tmp_dir / "models"),
+    models_cache = tmp_dir / "models"
+    env = dict(os.environ, HF_HOME=str(tmp_dir / "hf"), LVAE_MODELS_DIR=str(models_cache),
                HF_HUB_DISABLE_TELEMETRY="1")
     with HubMirror({OFFICIAL_REPO: {file.path: pt}}) as hub:
         env["HF_ENDPOINT"] = hub.url
         r = subprocess.run([sys.executable, "-c", _FETCH, manifest.model, json.dumps(args)],
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    return Fetch(r.returncode, r.stdout, r.stderr)
+    return Fetch(r.returncode, r.stdout, r.stderr, models_cache)
 
 
 class Converted:
@@ -89,7 +91,6 @@ class Converted:
         self.state_dict = manifest.rebuild_state_dict()
         self.pt = write_torch_checkpoint(self.state_dict, tmp_dir / f"{manifest.model}.pt")
         self.fetch = fetch_by_name(manifest, self.pt, tmp_dir)
-        self.models_cache = tmp_dir / "models"          # LVAE_MODELS_DIR of the fetch
         self.model_dir = self.fetch.model_dir or convert_torch_to_model(
             self.pt, tmp_dir / f"{manifest.model}_jax", lmb=manifest.args.get("lmb")).out_dir
         self.model = load_model(self.model_dir)

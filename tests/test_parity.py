@@ -213,7 +213,7 @@ def test_official_weights_by_name_through_a_hub_mirror(converted):
     assert fetch.returncode == 0, fetch.stderr[-3000:]
     sha, name, where = fetch.printed
     assert name == man.model and where == converted.model_dir
-    assert where.parent == converted.models_cache, "not an entry of the session's models cache"
+    assert where.parent == fetch.models_cache, "not an entry of the session's models cache"
     info = read_info(where)
     assert sha == info["weights_sha256"] and info["config"]["name"] == man.model
 

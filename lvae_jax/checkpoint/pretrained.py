@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvae_jax.checkpoint.errors import CheckpointError
-from lvae_jax.checkpoint.model_dir import file_sha256, is_model_dir, load_model
+from lvae_jax.checkpoint.model_dir import file_sha256, is_model_dir, load_model, read_info
 from lvae_jax.models.registry import (MODELS, OFFICIAL_REPO, OFFICIAL_REVISION, WeightsFile,
                                       get_config, parse_spec, weights_file)
-from lvae_jax.checkpoint.model_dir import read_info
 from lvae_jax.checkpoint.torch_io import convert_torch_to_model
 
 INDEX = "index.json"

@@ -19,8 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lvae_jax.image import ImageError, load_rgb8
-from lvae_jax.image import list_images
+from lvae_jax.image import ImageError, list_images, load_rgb8
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,6 @@ multiples of 64 by edge replication and crops the output back, like the official
 from __future__ import annotations
 
 import json
-import math
 import platform
 import re
 import sys
@@ -63,11 +62,10 @@ from lvae_jax.evaluation.estimate import (BPP_PIXELS, EstimateError, estimate_po
                                           estimate_rd_curve)
 from lvae_jax.files import atomic_write_bytes
 from lvae_jax.evaluation.images import EvalImage
-from lvae_jax.evaluation.rd_json import RDCurve
+from lvae_jax.evaluation.rd_json import RDCurve, save_rd, write_text_atomic
 from lvae_jax.image import padded_size, to_uint8
 from lvae_jax.models import lambdas as L
 from lvae_jax.checkpoint.model_dir import CheckpointError, load_model, read_info
-from lvae_jax.evaluation.rd_json import save_rd, write_text_atomic
 
 #: File layouts for ``evaluate_bitstreams`` (see the module docstring; the official layout first,
 #: the default, so that the bpp is comparable with the official result files).

@@ -33,8 +33,7 @@ from lvae_jax.models import latents as L
 from lvae_jax.models import specs as S
 from lvae_jax.nn import blocks as B
 from lvae_jax.models.runners import DIRECT, BlockRunner
-from lvae_jax.nn.layers import KeyStream, Linear, constant
-from lvae_jax.nn.layers import HostInit
+from lvae_jax.nn.layers import HostInit, KeyStream, Linear, constant
 
 
 class LatentStats(NamedTuple):

@@ -234,7 +234,6 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
         cfg.save(run_dir / TRAIN_CONFIG_FILE)
         atomic_write_text(run_dir / MODEL_CONFIG_FILE, json.dumps(model_config.to_dict(), indent=1))
 
-
     # -- data first (cheap, and the most common errors) --------------------------------------
     source = open_source(cfg.data_dir, cfg.tfds, cfg.tfds_split, cfg.tfds_data_dir, cfg.check_data)
     if cfg.eval_dir and is_main:
