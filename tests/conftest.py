@@ -10,6 +10,7 @@ order, so that no long unit starts last. (xdist's own ``--dist=loadgroup`` canno
 marks groups by rewriting node ids, which pytest 9.2 no longer reads — pytest-xdist#1386.)
 """
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -94,6 +95,22 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False        # keep the order of the collection
     return UnitScheduling(config, log)
+
+
+@pytest.fixture(scope="module")
+def cli_processes(tmp_path_factory):
+    """A fork server (tests/fork_server.py) with the command line imported: ``.cli(*args)`` runs
+    ``python -m lvae_jax ARGS`` in a process of its own without an interpreter's start-up."""
+    from fork_server import CLI_PRELOAD, ForkServer
+    with ForkServer(CLI_PRELOAD, tmp_path_factory.mktemp("cli_processes"), REPO) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli(cli_processes):
+    """``cli(*args, **kw)``: ``python -m lvae_jax ARGS`` as a process of its own (forked, see
+    ``cli_processes``), its output as text -> returncode, stdout, stderr."""
+    return functools.partial(cli_processes.cli, text=True)
 
 
 @pytest.fixture(scope="session")

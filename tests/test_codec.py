@@ -4,8 +4,6 @@ partial decoding, wrong models, rate control and the command line."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -21,7 +19,6 @@ from lvae_jax.entropy import coder
 from lvae_jax.entropy.coder import BitstreamError
 from lvae_jax.models.inference import InferenceModel
 import tiny_models as T
-from parity_support import REPO
 from sample_images import images_dir
 
 IMAGES = images_dir()
@@ -218,26 +215,21 @@ def test_rate_control_when_size_is_not_monotone_in_lambda():
     assert not res.within_tolerance and "above the largest file found" in res.message
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lvae_jax", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_cli_compress_decompress(codecs, tmp_path):
+def test_cli_compress_decompress(cli, codecs, tmp_path):
     save_model(codecs["qarv"].model, tmp_path / "m")
     src = IMAGES / "cat128.png"
-    r = _cli("compress", src, tmp_path / "x.lvae", "--ckpt", tmp_path / "m", "--lmb", "300")
+    r = cli("compress", src, tmp_path / "x.lvae", "--ckpt", tmp_path / "m", "--lmb", "300")
     assert r.returncode == 0, r.stderr
     assert "bpp" in r.stdout and "λ = 300" in r.stdout
-    r = _cli("decompress", tmp_path / "x.lvae", tmp_path / "x.png", "--ckpt", tmp_path / "m",
-             "--original", src, "--strip", tmp_path / "strip.png")
+    r = cli("decompress", tmp_path / "x.lvae", tmp_path / "x.png", "--ckpt", tmp_path / "m",
+            "--original", src, "--strip", tmp_path / "strip.png")
     assert r.returncode == 0, r.stderr
     assert "PSNR" in r.stdout and (tmp_path / "x.png").is_file() and (tmp_path / "strip.png").is_file()
     bad = tmp_path / "bad.lvae"
     bad.write_bytes((tmp_path / "x.lvae").read_bytes()[:-5])
-    r = _cli("decompress", bad, tmp_path / "y.png", "--ckpt", tmp_path / "m")
+    r = cli("decompress", bad, tmp_path / "y.png", "--ckpt", tmp_path / "m")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
-    r = _cli("compress", src, tmp_path / "z.lvae", "--ckpt", tmp_path / "m")
+    r = cli("compress", src, tmp_path / "z.lvae", "--ckpt", tmp_path / "m")
     assert r.returncode == 2 and "variable-rate" in r.stderr
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import functools
 
 import numpy as np
 import pytest
@@ -46,10 +45,11 @@ def qres17m_sd():
     return random_state_dict(get_config("qres17m"))
 
 
-def run_cli(*args):
-    """``python -m convert ARGS`` in a fresh process (the real entry point)."""
-    return subprocess.run([sys.executable, "-m", "convert", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def run_cli(cli_processes):
+    """``run_cli(*args)``: ``python -m convert ARGS`` as a process of its own (the real entry
+    point, run as ``-m`` runs it, in a child forked from the module's fork server, conftest.py)."""
+    return functools.partial(cli_processes.module, "convert", text=True)
 
 
 def run_main(capsys, *args):
@@ -61,7 +61,7 @@ def run_main(capsys, *args):
     return code, out, err
 
 
-def test_cli_round_trip_is_bit_exact(qres17m_sd, tmp_path):
+def test_cli_round_trip_is_bit_exact(run_cli, qres17m_sd, tmp_path):
     pt = save_pt({"model": as_torch(qres17m_sd)}, tmp_path / "qres17m-lmb16.pt")
     r = run_cli("--torch-ckpt", pt, "--out", tmp_path / "jax")
     assert r.returncode == 0, r.stderr
@@ -168,7 +168,7 @@ def test_damaged_model_directory_is_detected(tmp_path):
         model_dir.load_model(tmp_path)
 
 
-def test_help_describes_real_use():
+def test_help_describes_real_use(run_cli):
     r = run_cli("--help")
     assert r.returncode == 0
     for needle in ("--torch-ckpt", "--from-model", "huggingface.co/duanzh0", "weights_only"):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fork_server import ForkServer
 from parity_support import REPO
 
 #: Subprocesses that compile and run: deselect locally with -m "not slow".
@@ -101,6 +100,20 @@ WRITERS = {"bitstream": "out.lvae", "png": "out.png", "json": "out.json", "plot"
 POINTS = ("fsync", "rename", "after")
 
 
+#: What every writer imports, imported once by the fork server (each case's child is forked from
+#: it: the writers run, and are killed, in processes of their own without a fresh interpreter's
+#: start-up each).
+PRELOAD = ("numpy", "PIL.Image", "jax", "lvae_jax.files", "lvae_jax.__main__", "lvae_jax.cli",
+           "lvae_jax.codec.api", "lvae_jax.checkpoint.model_dir", "lvae_jax.checkpoint.torch_io",
+           "lvae_jax.evaluation.rd_json", "lvae_jax.evaluation.plot")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ForkServer(PRELOAD, tmp_path_factory.mktemp("kill_logs"), REPO) as s:
+        yield s
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A tiny random QARV model directory, an image and its bitstream (in their own directory)."""
@@ -163,15 +176,16 @@ def _complete_new(writer: str, dst: Path) -> None:
 
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("writer", list(WRITERS))
-def test_a_kill_leaves_the_old_output_or_the_complete_new_one(tmp_path, inputs, writer, point):
+def test_a_kill_leaves_the_old_output_or_the_complete_new_one(tmp_path, server, inputs, writer,
+                                                             point):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     dst = out_dir / WRITERS[writer]
     _old_output(writer, dst, inputs)
     before = _snapshot(dst)
-    proc = subprocess.run([sys.executable, "-c", _CHILD, writer, point, str(dst), str(inputs)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    proc = server.run(_CHILD, writer, point, dst, inputs)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout,
+                                                     proc.stderr[-3000:].decode())
     assert dst.exists(), f"{writer} killed at {point}: the destination is gone"
     if point == "after":
         _complete_new(writer, dst)

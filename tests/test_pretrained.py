@@ -42,9 +42,14 @@ def _env(tmp_path: Path, hub: HubMirror | None, **extra) -> dict:
     return env
 
 
-def _python(code: str, env: dict, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def python(cli_processes):
+    """``python(code, env, *argv)``: ``python -c CODE ARGV`` with ``env`` as a process of its own
+    (forked from the module's fork server, conftest.py; the hub client is not preloaded, so it
+    reads ``env``'s HF_* settings) -> returncode, stdout, stderr (text)."""
+    def run(code: str, env: dict, *argv, timeout: int = 240):
+        return cli_processes.run(textwrap.dedent(code), *argv, env=env, timeout=timeout, text=True)
+    return run
 
 
 LOAD = """
@@ -61,12 +66,13 @@ def _result(r) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_pretrained_downloads_verifies_converts_once_then_loads_with_no_network(official_pt,
+def test_pretrained_downloads_verifies_converts_once_then_loads_with_no_network(python,
+                                                                              official_pt,
                                                                               tmp_path):
     pt, direct = official_pt
     from lvae_jax.checkpoint.model_dir import read_info
     with HubMirror({REPO_ID: {PATH: pt}}) as hub:
-        first = _result(_python(LOAD, _env(tmp_path, hub)))
+        first = _result(python(LOAD, _env(tmp_path, hub)))
         assert any(m == "GET" and p.endswith("/resolve/main/" + PATH) for m, p in hub.requests)
     # the same weights as the converter's, with their origin recorded
     assert first["sha"] == read_info(direct)["weights_sha256"] and first["lmb"] == 8
@@ -76,21 +82,22 @@ def test_pretrained_downloads_verifies_converts_once_then_loads_with_no_network(
     assert info["meta"]["origin"] == {"repo": REPO_ID, "revision": "main", "path": PATH,
                                       "sha256": digest, "commit": info["meta"]["origin"]["commit"]}
     # the mirror is gone: the cache alone serves the second process
-    second = _result(_python(LOAD, _env(tmp_path, None)))
+    second = _result(python(LOAD, _env(tmp_path, None)))
     assert second == first
 
 
-def test_a_download_that_does_not_match_the_announced_sha256_is_refused(official_pt, tmp_path):
+def test_a_download_that_does_not_match_the_announced_sha256_is_refused(python, official_pt,
+                                                                         tmp_path):
     pt, _ = official_pt
     with HubMirror({REPO_ID: {PATH: pt}}, announce={PATH: "ab" * 32}) as hub:
-        r = _python(LOAD, _env(tmp_path, hub))
+        r = python(LOAD, _env(tmp_path, hub))
     assert r.returncode != 0
     assert "announced" in r.stderr and "damaged download" in r.stderr, r.stderr[-2000:]
     assert not list((tmp_path / "models").glob("[0-9a-f]*"))          # nothing converted
 
 
-def test_offline_and_not_cached_says_what_to_do(tmp_path):
-    r = _python(LOAD, _env(tmp_path, None, HF_HUB_OFFLINE="1"))
+def test_offline_and_not_cached_says_what_to_do(python, tmp_path):
+    r = python(LOAD, _env(tmp_path, None, HF_HUB_OFFLINE="1"))
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()[-2:]
     assert "could not download qres17m/qres17m-lmb8.pt" in r.stderr, r.stderr[-2000:]
@@ -134,44 +141,41 @@ KILLED = """
 
 
 @pytest.mark.parametrize("point", ["rename", "index"])
-def test_a_kill_while_converting_leaves_no_entry_or_a_complete_one(official_pt, tmp_path, point):
+def test_a_kill_while_converting_leaves_no_entry_or_a_complete_one(python, official_pt, tmp_path,
+                                                                 point):
     from lvae_jax.checkpoint.model_dir import is_model_dir
     pt, direct = official_pt
     with HubMirror({REPO_ID: {PATH: pt}}) as hub:
         env = _env(tmp_path, hub)
-        r = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED), point], env=env,
-                           cwd=REPO, capture_output=True, text=True, timeout=240)
+        r = python(KILLED, env, point)
         assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
         entries = [p for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")
                    and p.name != "index.json"]
         # killed before the rename: no entry; after it, before the index: a complete one
         assert all(is_model_dir(p) for p in entries) and len(entries) == (point == "index")
-        again = _python(LOAD, env)
+        again = python(LOAD, env)
     res = _result(again)
     assert ("converting " in again.stderr) == (point == "rename")      # a complete entry is adopted
     from lvae_jax.checkpoint.model_dir import read_info
     assert res["sha"] == read_info(direct)["weights_sha256"]
 
 
-def test_the_command_line_takes_an_official_model_by_name(official_pt, tmp_path):
+def test_the_command_line_takes_an_official_model_by_name(cli, official_pt, tmp_path):
     """``compress``/``decompress --model qres17m`` with no --ckpt; ``models`` lists it cached."""
     from PIL import Image
     pt, _ = official_pt
     im = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(im).save(tmp_path / "face.png")
-    cli = [sys.executable, "-m", "lvae_jax"]
     with HubMirror({REPO_ID: {PATH: pt}}) as hub:
         env = _env(tmp_path, hub)
-        r = subprocess.run([*cli, "compress", tmp_path / "face.png", tmp_path / "f.lvae",
-                            "--model", "qres17m-lmb8"], env=env, capture_output=True, text=True,
-                           timeout=300)
+        r = cli("compress", tmp_path / "face.png", tmp_path / "f.lvae", "--model", "qres17m-lmb8",
+                env=env)
         assert r.returncode == 0, r.stderr[-2000:]
     env = _env(tmp_path, None)
-    r = subprocess.run([*cli, "decompress", tmp_path / "f.lvae", tmp_path / "f.png",
-                        "--model", "qres17m"], env=env, capture_output=True, text=True, timeout=300)
+    r = cli("decompress", tmp_path / "f.lvae", tmp_path / "f.png", "--model", "qres17m", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert Image.open(tmp_path / "f.png").size == (64, 64)
-    r = subprocess.run([*cli, "models"], env=env, capture_output=True, text=True, timeout=120)
+    r = cli("models", env=env, timeout=120)
     line = next(l for l in r.stdout.splitlines() if l.strip().startswith("qres17m-lmb8 "))
     assert "cached" in line and "official default" in line
     assert "cached" not in next(l for l in r.stdout.splitlines()

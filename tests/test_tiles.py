@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -15,7 +17,7 @@ from lvae_jax.codec import container, formats, tiles
 from lvae_jax.entropy.coder import BitstreamError
 from lvae_jax.limits import ResourceLimitError, activation_bytes, set_memory_limit
 import tiny_models as T
-from test_codec import IMAGES, _cli
+from test_codec import IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -175,27 +177,27 @@ def test_truncated_tiled_file_decodes_what_it_holds_with_partial(codecs):
     assert part.blocks_decoded == 0 and np.isfinite(part.image).all()
 
 
-def test_cli_tiles(codecs, tmp_path):
+def test_cli_tiles(cli, codecs, tmp_path):
     from lvae_jax.checkpoint.model_dir import save_model
     from PIL import Image
     save_model(codecs["qarv"].model, tmp_path / "m")
     src = tmp_path / "a.png"
     Image.fromarray(_image()).save(src)
-    r = _cli("compress", src, tmp_path / "a.lvae", "--ckpt", tmp_path / "m", "--lmb", "300",
-             "--tile", "64")
+    r = cli("compress", src, tmp_path / "a.lvae", "--ckpt", tmp_path / "m", "--lmb", "300",
+            "--tile", "64")
     assert r.returncode == 0, r.stderr
     assert "3×4 independent tiles of 64x64" in r.stdout
-    r = _cli("decompress", tmp_path / "a.lvae", tmp_path / "a_out.png", "--ckpt", tmp_path / "m",
-             "--original", src)
+    r = cli("decompress", tmp_path / "a.lvae", tmp_path / "a_out.png", "--ckpt", tmp_path / "m",
+            "--original", src)
     assert r.returncode == 0, r.stderr
     assert "lvae-tiled" in r.stdout and "PSNR" in r.stdout
     want = codecs["qarv"].decompress((tmp_path / "a.lvae").read_bytes())
     assert np.array_equal(imageio.load_rgb8(tmp_path / "a_out.png")[0], imageio.to_uint8(want))
-    r = _cli("compress", src, tmp_path / "b.bits", "--ckpt", tmp_path / "m", "--lmb", "300",
-             "--tile", "64", "--format", "official")
+    r = cli("compress", src, tmp_path / "b.bits", "--ckpt", tmp_path / "m", "--lmb", "300",
+            "--tile", "64", "--format", "official")
     assert r.returncode == 2 and "lvae format" in r.stderr
-    r = _cli("compress", src, tmp_path / "c.lvae", "--ckpt", tmp_path / "m", "--lmb", "300",
-             "--tile", "8")
+    r = cli("compress", src, tmp_path / "c.lvae", "--ckpt", tmp_path / "m", "--lmb", "300",
+            "--tile", "8")
     assert r.returncode == 2 and "at least 64" in r.stderr
 
 
@@ -262,7 +264,8 @@ def test_max_memory_bounds_the_peak_of_a_large_tiled_decode(tmp_path, xla_as_use
                         "--ckpt", tmp_path / "m", "--max-memory", str(limit)])
     assert 0 < rss <= limit, f"peak {rss / 2**20:.0f} MiB above --max-memory {limit >> 20} MiB"
     assert imageio.image_size(tmp_path / "big.png") == (512 * n, 512 * n)
-    r = _cli("decompress", tmp_path / "big.lvae", tmp_path / "small.png", "--ckpt",
-             tmp_path / "m", "--max-memory", "900M")
+    r = subprocess.run([sys.executable, "-m", "lvae_jax", "decompress", tmp_path / "big.lvae",
+                        tmp_path / "small.png", "--ckpt", tmp_path / "m", "--max-memory", "900M"],
+                       capture_output=True, text=True, timeout=600)     # a fresh process's holdings
     assert r.returncode == 2 and "this process already holds" in r.stderr, r.stderr
     assert not (tmp_path / "small.png").exists()

@@ -10,7 +10,6 @@ import io
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,12 +20,11 @@ from PIL import Image, ImageOps
 
 from parity_support import REPO
 
-CLI = [sys.executable, "-m", "lvae_jax"]
-
-
-def _run(*args, cwd=REPO, stdin=None, timeout=300, argv0=CLI):
-    return subprocess.run([*argv0, *map(str, args)], cwd=cwd, input=stdin, capture_output=True,
-                          timeout=timeout)
+@pytest.fixture(scope="module")
+def run(cli_processes):
+    """``run(*args, cwd=, stdin=, timeout=)``: ``python -m lvae_jax ARGS`` as a process of its own
+    (forked from the session's CLI fork server, conftest.py), -> returncode, stdout, stderr."""
+    return cli_processes.cli
 
 
 def _photo(h=96, w=128) -> np.ndarray:
@@ -42,27 +40,27 @@ def png(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(png, tmp_path_factory) -> bytes:
+def reference(run, png, tmp_path_factory) -> bytes:
     """The bitstream ``compress`` writes to a regular file."""
     out = tmp_path_factory.mktemp("ref") / "a.lvae"
-    r = _run("compress", png, out, "--lmb", "64")
+    r = run("compress", png, out, "--lmb", "64")
     assert r.returncode == 0, r.stderr.decode()
     return out.read_bytes()
 
 
-def test_a_fifo_output_is_written_into_and_stays_a_fifo(png, reference, tmp_path):
+def test_a_fifo_output_is_written_into_and_stays_a_fifo(run, png, reference, tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    r = _run("compress", png, fifo, "--lmb", "64", "--overwrite")
+    r = run("compress", png, fifo, "--lmb", "64", "--overwrite")
     reader.join(60)
     assert r.returncode == 0, r.stderr.decode()
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got == [reference]
 
 
-def test_a_character_device_output_is_written_into_never_replaced(png, tmp_path):
+def test_a_character_device_output_is_written_into_never_replaced(run, png, tmp_path):
     dev = tmp_path / "null"
     try:
         os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))      # a /dev/null of our own
@@ -71,37 +69,35 @@ def test_a_character_device_output_is_written_into_never_replaced(png, tmp_path)
     before = os.stat(dev)
     for cmd in (["compress", png, dev, "--lmb", "64", "--overwrite"],
                 ["compress", png, dev, "--lmb", "64"]):            # nothing lost: no --overwrite
-        r = _run(*cmd)
+        r = run(*cmd)
         assert r.returncode == 0, r.stderr.decode()
         after = os.stat(dev)
         assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino, cmd
 
 
-def test_dash_is_standard_output_and_standard_input(png, reference, tmp_path):
-    r = _run("compress", png, "-", "--lmb", "64")
+def test_dash_is_standard_output_and_standard_input(run, png, reference, tmp_path):
+    r = run("compress", png, "-", "--lmb", "64")
     assert r.returncode == 0 and r.stdout == reference, r.stderr.decode()
     assert b"bpp" in r.stderr                         # the report goes to standard error
-    r = _run("compress", "-", "-", "--lmb", "64", stdin=png.read_bytes())
+    r = run("compress", "-", "-", "--lmb", "64", stdin=png.read_bytes())
     assert r.returncode == 0 and r.stdout == reference, r.stderr.decode()
-    r = _run("decompress", "-", "-", stdin=reference)
+    r = run("decompress", "-", "-", stdin=reference)
     assert r.returncode == 0 and r.stdout[:8] == b"\x89PNG\r\n\x1a\n", r.stderr.decode()
 
 
-def test_an_endless_standard_input_is_bounded(tmp_path):
-    with open("/dev/zero", "rb") as zero:
-        r = subprocess.run([*CLI, "decompress", "-", tmp_path / "x.png"], stdin=zero,
-                           capture_output=True, timeout=300, cwd=REPO)
+def test_an_endless_standard_input_is_bounded(run, tmp_path):
+    r = run("decompress", "-", tmp_path / "x.png", stdin=Path("/dev/zero"))
     assert r.returncode == 2 and b"standard input is larger than" in r.stderr, r.stderr
 
 
-def test_a_fifo_input_is_refused_at_once(tmp_path):
+def test_a_fifo_input_is_refused_at_once(run, tmp_path):
     fifo = tmp_path / "in.png"
     os.mkfifo(fifo)                                   # no writer: opening it would wait forever
     t0 = time.monotonic()
-    r = _run("compress", fifo, tmp_path / "x.lvae", "--lmb", "64", timeout=120)
+    r = run("compress", fifo, tmp_path / "x.lvae", "--lmb", "64", timeout=120)
     assert r.returncode == 2 and b"is a FIFO" in r.stderr and b"standard input with -" in r.stderr
     assert time.monotonic() - t0 < 100
-    r = _run("decompress", fifo, tmp_path / "x.png", timeout=120)
+    r = run("decompress", fifo, tmp_path / "x.png", timeout=120)
     assert r.returncode == 2 and b"is a FIFO" in r.stderr
 
 
@@ -118,8 +114,8 @@ def test_the_wrapper_keeps_the_callers_working_directory(png, tmp_path):
     if not _wrapper_is_set_up():
         pytest.skip("./lvae would set itself up first (run the suite with ./lvae test)")
     (tmp_path / "a.png").write_bytes(png.read_bytes())
-    r = _run("compress", "a.png", "a.lvae", "--lmb", "64", cwd=tmp_path,
-             argv0=["bash", str(REPO / "lvae")])
+    r = subprocess.run(["bash", str(REPO / "lvae"), "compress", "a.png", "a.lvae", "--lmb", "64"],
+                       cwd=tmp_path, capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()
     assert (tmp_path / "a.lvae").is_file() and not (REPO / "a.lvae").exists()
 
@@ -145,13 +141,13 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_it(code):
     assert np.array_equal(kept, _photo(40, 60))
 
 
-def test_the_command_line_codes_a_phone_photo_upright(tmp_path):
+def test_the_command_line_codes_a_phone_photo_upright(run, tmp_path):
     (tmp_path / "phone.png").write_bytes(_with_orientation(_photo(), 6))   # stored sideways
     for flag, shape in (([], (128, 96)), (["--keep-orientation"], (96, 128))):
-        r = _run("compress", tmp_path / "phone.png", tmp_path / "p.lvae", "--lmb", "64",
-                 "--overwrite", *flag)
+        r = run("compress", tmp_path / "phone.png", tmp_path / "p.lvae", "--lmb", "64",
+                "--overwrite", *flag)
         assert r.returncode == 0, r.stderr.decode()
-        r = _run("decompress", tmp_path / "p.lvae", tmp_path / "p.png", "--overwrite")
+        r = run("decompress", tmp_path / "p.lvae", tmp_path / "p.png", "--overwrite")
         assert r.returncode == 0, r.stderr.decode()
         assert np.asarray(Image.open(tmp_path / "p.png")).shape[:2] == shape, flag
 
@@ -189,24 +185,24 @@ def test_a_jpeg_too_short_for_the_size_it_claims_is_refused_before_decoding():
     (["compress", "{png}", "{tmp}/x.lvae", "--lmb", "64", "--max-memory", "1K"], "KiB allowed"),
     (["compress", "{png}", "{tmp}/no/such/dir/x.lvae", "--lmb", "64"], "does not exist (create it first)"),
 ])
-def test_refusals_name_the_option_and_the_value_the_user_gave(png, reference, tmp_path, argv,
+def test_refusals_name_the_option_and_the_value_the_user_gave(run, png, reference, tmp_path, argv,
                                                              expect):
     (tmp_path / "bits.lvae").write_bytes(reference)
     (tmp_path / "text.png").write_text("not an image\n")
     fill = {"png": png, "tmp": tmp_path, "bits": tmp_path / "bits.lvae",
             "text": tmp_path / "text.png"}
-    r = _run(*[a.format(**fill) for a in argv])
+    r = run(*[a.format(**fill) for a in argv])
     err = r.stderr.decode()
     assert r.returncode == 2 and expect in err, err
     assert "BytesIO" not in err and "Traceback" not in err
     assert not (tmp_path / "x.lvae").exists() and not (tmp_path / "t.png").exists()
 
 
-def test_decompress_reports_the_psnr_of_the_png_it_wrote(png, reference, tmp_path):
+def test_decompress_reports_the_psnr_of_the_png_it_wrote(run, png, reference, tmp_path):
     from lvae_jax.evaluation.metrics import psnr
     from lvae_jax.image import load_rgb8, to_float
     (tmp_path / "a.lvae").write_bytes(reference)
-    r = _run("decompress", tmp_path / "a.lvae", tmp_path / "a.png", "--original", png)
+    r = run("decompress", tmp_path / "a.lvae", tmp_path / "a.png", "--original", png)
     assert r.returncode == 0, r.stderr.decode()
     printed = float(r.stdout.decode().split("PSNR ")[1].split()[0])
     written = psnr(to_float(load_rgb8(png)[0]), to_float(load_rgb8(tmp_path / "a.png")[0]))
