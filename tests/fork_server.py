@@ -36,7 +36,11 @@ for line in sys.stdin:
                 os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
             os.dup2(os.open(job["stdin"], os.O_RDONLY), 0)
             os.chdir(job["cwd"])
-            os.environ.update(job["env"])
+            for k, v in job["env"].items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             sys.argv = ["-c", *job["argv"]]
             exec(compile(job["code"], "<job>", "exec"), {"__name__": "__main__"})
             code = 0
@@ -97,8 +101,8 @@ class ForkServer:
     def run(self, code: str, *argv, cwd: Path | None = None, stdin: bytes | Path | None = None,
             env: dict | None = None, timeout: float = 300, text: bool = False) -> Result:
         """Run ``code`` with ``argv``; ``stdin``: bytes, a file to read (e.g. ``/dev/zero``) or
-        nothing (``/dev/null``); ``env``: variables set in the child (those a preloaded module
-        reads when it is imported, such as ``JAX_*``, keep the server's values); ``text``:
+        nothing (``/dev/null``); ``env``: variables set in the child (``None``: removed; those a
+        preloaded module reads when it is imported, such as ``JAX_*``, keep the server's values); ``text``:
         standard output and error decoded (UTF-8), else bytes."""
         self._jobs += 1
         base = self.log_dir / f"job{self._jobs}"
