@@ -71,24 +71,26 @@ def worker_jax(model_name: str, batch: int, size: int, repeats: int, model_args=
     import numpy as np
 
     from lvae_jax.training import parallel, step_key
+    from lvae_jax.training.step import step_hyper
     mesh = parallel.make_data_mesh(1)
     rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state = parallel.replicate(init_state(params, tx, cfg), mesh)
     # jitted exactly as the trainer does (so `loop` below reuses this compilation)
-    step = jax.jit(make_step(graphdef, config, cfg, tx), in_shardings=(rep, bsh, rep),
+    step = jax.jit(make_step(graphdef, config, cfg), in_shardings=(rep, bsh, rep, rep),
                    out_shardings=(rep, rep), donate_argnums=0)
+    hyper = parallel.replicate(step_hyper(cfg), mesh)
     rss_before = peak_rss_bytes() / 1e9
     t0 = time.perf_counter()
-    compiled = step.lower(state, im, step_key(state.rng, 0)).compile()
+    compiled = step.lower(state, im, step_key(state.rng, 0), hyper).compile()
     compile_s = time.perf_counter() - t0
     rss_compiled = peak_rss_bytes() / 1e9
     mem = compiled.memory_analysis()
-    state, m = compiled(state, im, step_key(state.rng, 0))
+    state, m = compiled(state, im, step_key(state.rng, 0), hyper)
     jax.block_until_ready(m)
     times = []
     for t in range(repeats):
         t0 = time.perf_counter()
-        state, m = compiled(state, im, step_key(state.rng, t + 1))
+        state, m = compiled(state, im, step_key(state.rng, t + 1), hyper)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     return {"impl": "lvae-jax", "precision": precision, "device": str(jax.devices()[0]),
@@ -260,20 +262,23 @@ def worker_scaling(model_name: str, model_args: dict, batch: int, size: int, rep
     import numpy as np
 
     from lvae_jax.training import parallel, step_key
+    from lvae_jax.training.step import step_hyper
     out = {"devices": jax.device_count(), "global_batch": batch}
     for n in (1, 2, 4):
         if n > jax.device_count() or batch % n:
             continue
         mesh = parallel.make_data_mesh(n)
         rep = parallel.replicated(mesh)
-        step = jax.jit(make_step(graphdef, config, cfg, tx), in_shardings=(
-            rep, parallel.batch_sharding(mesh), rep), out_shardings=(rep, rep), donate_argnums=0)
+        step = jax.jit(make_step(graphdef, config, cfg), in_shardings=(
+            rep, parallel.batch_sharding(mesh), rep, rep), out_shardings=(rep, rep),
+            donate_argnums=0)
+        hyper = parallel.replicate(step_hyper(cfg), mesh)
         state = parallel.replicate(init_state(params, tx, cfg), mesh)
         times = []
         for t in range(repeats + 1):
             gb = parallel.global_batch_array(im, mesh, batch)
             t0 = time.perf_counter()
-            state, m = step(state, gb, step_key(state.rng, t))
+            state, m = step(state, gb, step_key(state.rng, t), hyper)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t0)
         out[f"{n}_devices_s"] = float(np.min(times[1:]))

@@ -25,7 +25,7 @@ def mesh_equivalence() -> dict:
 
     from lvae_jax.training import TrainConfig, init_train_state, make_optimizer, make_train_step
     from lvae_jax.training import parallel
-    from lvae_jax.training.step import step_key
+    from lvae_jax.training.step import step_hyper, step_key
     from lvae_jax.training.trainer import build_params
 
     mc = tiny_qres()
@@ -41,16 +41,17 @@ def mesh_equivalence() -> dict:
     for size in (1, n):
         mesh = parallel.make_data_mesh(size)
         rep = parallel.replicated(mesh)
-        step = jax.jit(make_train_step(graphdef, mc, cfg, tx), in_shardings=(
-            rep, parallel.batch_sharding(mesh), rep), out_shardings=(rep, rep), donate_argnums=0,
-            compiler_options={"xla_backend_optimization_level": 0})
+        step = jax.jit(make_train_step(graphdef, mc, cfg), in_shardings=(
+            rep, parallel.batch_sharding(mesh), rep, rep), out_shardings=(rep, rep),
+            donate_argnums=0, compiler_options={"xla_backend_optimization_level": 0})
+        hyper = parallel.replicate(step_hyper(cfg), mesh)
         state = parallel.replicate(init_train_state(params, tx, cfg), mesh)
         losses = []
         for t, b in enumerate(batches):
             batch = parallel.global_batch_array(b, mesh, b.shape[0])
             if t == 0:
                 out[f"shard_rows_{size}"] = [int(s.data.shape[0]) for s in batch.addressable_shards]
-            state, m = step(state, batch, step_key(state.rng, t))
+            state, m = step(state, batch, step_key(state.rng, t), hyper)
             losses.append({k: float(v) for k, v in parallel.to_host(m).items()})
         results[size] = (losses, [np.asarray(x) for x in jax.tree.leaves(parallel.to_host(state))])
     (l1, s1), (ln, sn) = results[1], results[n]

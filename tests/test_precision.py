@@ -57,17 +57,18 @@ def test_the_bf16_training_step_keeps_float32_state(tmp_path):
     model = T.model("qres2")               # two latent blocks: the step compiles in seconds
     from lvae_jax.training.config import TrainConfig
     from lvae_jax.training.state import init_train_state, make_optimizer
-    from lvae_jax.training.step import make_train_step
+    from lvae_jax.training.step import make_train_step, step_hyper
     cfg = TrainConfig(data_dir=str(tmp_path), iterations=10, precision="bf16").resolved(
         model.config.variable_rate)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, cfg)
-    step = jax.jit(make_train_step(graphdef, model.config, cfg, tx), **JIT)
+    step = jax.jit(make_train_step(graphdef, model.config, cfg), **JIT)
     batch = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)), jnp.uint8)
     key = jax.random.key_data(jax.random.key(3))
-    state, metrics = step(state, batch, key)
-    state, metrics = step(state, batch, key)
+    hyper = step_hyper(cfg)
+    state, metrics = step(state, batch, key, hyper)
+    state, metrics = step(state, batch, key, hyper)
     leaves = jax.tree.leaves((state.params, state.opt_state, state.ema))
     assert all(x.dtype == jnp.float32 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
     assert np.isfinite(float(metrics["loss"])) and int(state.step) == 2

@@ -32,7 +32,7 @@ from lvae_jax.models.lambdas import sample_lmb, self_evaluate_lambdas as eval_la
 from lvae_jax.training.metrics_log import read_metrics
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
 from parity_support import REPO
-from lvae_jax.training.step import median_of_first
+from lvae_jax.training.step import median_of_first, step_hyper
 from sample_images import images_dir
 import tiny_models as T
 
@@ -111,7 +111,11 @@ def _official_lr_factor(t, T, kind, lrf_min=0.01, warm=0):
                                          ("const-0.5-cos", 1001, 0), ("cosine", 500, 50),
                                          ("constant", 100, 20)])
 def test_lr_schedule_matches_official_rule(kind, T, warm):
-    f = jax.jit(lr_factor_schedule(kind, T, 0.01, warm, 10))
+    # as the training step runs it: T, the floor and the warm-up are traced inputs
+    traced = jax.jit(lambda t, T_, m, W: lr_factor_schedule(kind, T_, m, W, 10)(t))
+
+    def f(t):
+        return traced(t, np.int32(T), np.float32(0.01), np.int32(warm))
     ts = sorted({0, 1, 9, 10, 11, 19, 20, warm, warm + 1, T // 2 - 1, T // 2, T // 2 + 1,
                  T // 2 + 9, T // 2 + 10, T // 2 + 11, 3 * T // 4, T - 11, T - 10, T - 1})
     got = np.array([float(f(t)) for t in ts])
@@ -122,7 +126,10 @@ def test_lr_schedule_matches_official_rule(kind, T, warm):
 
 
 def test_ema_decay_schedule():
-    d = ema_decay_schedule(0.9999, 10_000)
+    traced = jax.jit(lambda t, decay, warmup: ema_decay_schedule(decay, warmup)(t))
+
+    def d(t):
+        return traced(t, np.float32(0.9999), np.float32(10_000))
     for t in (0, 1, 100, 10_000, 200_000):
         assert float(d(t)) == pytest.approx(0.9999 * (1 - math.exp(-t / 10_000)), rel=1e-6, abs=1e-9)
 
@@ -186,9 +193,11 @@ def test_optimizer_matches_torch_adam_with_clipping():
 
 @pytest.fixture(scope="module")
 def compiled_step():
-    """(cfg, tx, params, jitted step) of the tiny fixed-rate model, jitted exactly as the trainer
-    does on one device (the same program as the runs below: one compilation for the session),
-    compiled at its first call, inside a test, where ``LVAE_DEPTHWISE=grouped``."""
+    """(cfg, tx, params, step(state, batch, key)) of the tiny fixed-rate model: the step jitted
+    exactly as the trainer does on one device, with the configuration's numbers as its input —
+    the same program as the runs below, whose lengths, learning rates and clipping differ (one
+    compilation for the module) — compiled at its first call, inside a test, where
+    ``LVAE_DEPTHWISE=grouped``."""
     from lvae_jax.training import parallel
     from lvae_jax.training.trainer import build_params
     mc = tiny_qres()
@@ -197,9 +206,10 @@ def compiled_step():
     tx = make_optimizer(cfg)
     mesh = parallel.make_data_mesh(1)
     rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    step = jax.jit(make_train_step(graphdef, mc, cfg, tx), in_shardings=(rep, bsh, rep),
-                   out_shardings=(rep, rep), donate_argnums=0, compiler_options=FAST_XLA)
-    return cfg, tx, params, step
+    jitted = jax.jit(make_train_step(graphdef, mc, cfg), in_shardings=(rep, bsh, rep, rep),
+                     out_shardings=(rep, rep), donate_argnums=0, compiler_options=FAST_XLA)
+    hyper = parallel.replicate(step_hyper(cfg), mesh)
+    return cfg, tx, params, lambda state, batch, key: jitted(state, batch, key, hyper)
 
 
 def test_step_ema_spike_guard_and_lr_hold(compiled_step):
@@ -252,6 +262,28 @@ def test_step_ema_spike_guard_and_lr_hold(compiled_step):
     assert float(m6["spike"]) == 1.0
     _, m7 = step(at(0, np.full(100, 1e-9, np.float32)), batch, key)  # only itself: never a spike
     assert float(m7["spike"]) == 0.0
+
+
+def test_runs_that_differ_only_in_their_numbers_share_one_step_program():
+    """Learning rate, clipping, length, LR floor and warm-up, EMA decay and warm-up and the spike
+    guard's numbers are inputs of the step (``step_hyper``), not constants: two such runs trace to
+    the same program (one compilation, shared through the persistent cache); the kind of LR
+    schedule shapes it."""
+    from lvae_jax.training.step import make_train_step
+    mc = tiny_qres()
+    graphdef, params = nnx.split(lvae_jax.build_model(mc, abstract=True), nnx.Param)
+
+    def program(**kw):
+        cfg = TrainConfig(data_dir="x", **kw).resolved(mc.variable_rate)
+        state = jax.eval_shape(lambda p: init_train_state(p, make_optimizer(cfg), cfg), params)
+        batch = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.uint8)
+        key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+        return str(jax.make_jaxpr(make_train_step(graphdef, mc, cfg))(state, batch, key,
+                                                                       step_hyper(cfg)))
+    base = program(iterations=100)
+    assert program(iterations=7_000, lr=1e-3, grad_clip=0.5, lrf_min=0.1, lr_warmup=30,
+                   ema_decay=0.999, ema_warmup=50, spike_factor=3.0, spike_lr_scale=0.5) == base
+    assert program(iterations=100, lr_schedule="cosine") != base
 
 
 def test_step_donates_state_and_is_deterministic(compiled_step):

@@ -14,9 +14,10 @@ shardings, multi-host), :mod:`~lvae_jax.training.checkpoints` (Orbax),
 
 from lvae_jax.training.config import TrainConfig
 from lvae_jax.training.state import TrainState, init_train_state, make_optimizer
-from lvae_jax.training.step import make_train_step, step_key
+from lvae_jax.training.step import StepHyper, make_train_step, step_hyper, step_key
 from lvae_jax.training.errors import TrainingError
 from lvae_jax.training.trainer import TrainResult, export_run, train
 
-__all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingError", "export_run",
-           "init_train_state", "make_optimizer", "make_train_step", "step_key", "train"]
+__all__ = ["StepHyper", "TrainConfig", "TrainResult", "TrainState", "TrainingError", "export_run",
+           "init_train_state", "make_optimizer", "make_train_step", "step_hyper", "step_key",
+           "train"]

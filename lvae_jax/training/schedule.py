@@ -16,52 +16,59 @@ steps, so the factor at step ``t`` is ``f(t − t mod 10)``.
 
 EMA (``training_loops``): after each accepted step the EMA weights move with decay
 ``ema_decay · (1 − exp(−t / ema_warmup))`` (0 at the first step: the EMA starts as a copy).
+
+The numbers (``T``, ``W``, ``m``, the decay and its warm-up) may be traced values: the training
+step takes them as inputs (:class:`lvae_jax.training.step.StepHyper`), so that runs that differ
+only in them — length, learning rate, clipping — share one compiled program. Only the kind of
+schedule and the update interval shape the program.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 
-def lr_factor_schedule(kind: str, iterations: int, lrf_min: float = 0.01, warmup: int = 0,
-                       update_every: int = 10) -> optax.Schedule:
-    """``step -> factor`` of the official trainer (see the module docstring), built from Optax
-    schedules: ``cosine_decay_schedule(1, P, alpha=lrf_min)`` is exactly ``cos_factor(t, P)``, and
-    ``join_schedules`` hands each piece the step counted from its boundary."""
-    T, W = int(iterations), int(warmup)
-    if kind == "constant":
-        main, start = optax.constant_schedule(1.0), W
-    elif kind == "cosine":
-        main, start = optax.cosine_decay_schedule(1.0, max(T - W - 1, 1), alpha=lrf_min), W
-    elif kind == "const-0.5-cos":
-        # 1 up to and including step b; from b on cos_factor(t - b), which is 1 at t = b.
-        b = round(T * 0.5)
-        main = optax.join_schedules(
-            [optax.constant_schedule(1.0),
-             optax.cosine_decay_schedule(1.0, max(T - b - 1, 1), alpha=lrf_min)], [b])
-        start = W
-    else:
+def cos_factor(t, period, lrf_min):
+    """``m + (1 − m) · (1 + cos(π · min(t, P) / P)) / 2``: 1 at ``t = 0``, ``m`` from ``t = P`` on
+    (Optax's ``cosine_decay_schedule(1, P, alpha=m)``, with ``P`` possibly traced)."""
+    t = jnp.minimum(jnp.asarray(t, jnp.float32), period)
+    return lrf_min + (1.0 - lrf_min) * 0.5 * (1.0 + jnp.cos(jnp.pi * t / period))
+
+
+def lr_factor_schedule(kind: str, iterations, lrf_min=0.01, warmup=0, update_every: int = 10):
+    """``step -> factor`` of the official trainer (see the module docstring). ``kind`` and
+    ``update_every`` are Python values; ``iterations``, ``lrf_min`` and ``warmup`` may be traced."""
+    if kind not in ("constant", "cosine", "const-0.5-cos"):
         raise ValueError(f"unknown LR schedule {kind!r}")
-    if W > 0:  # (t + 1) / W for t < W
-        warm = optax.linear_schedule(1.0 / W, 1.0, max(W - 1, 1))
-        if kind == "cosine":
-            main = optax.join_schedules([warm, main], [start])
-        else:
-            inner = main
-            main = lambda t: jnp.where(t < W, warm(t), inner(t))  # noqa: E731
+    T = jnp.asarray(iterations, jnp.int32)
+    W = jnp.asarray(warmup, jnp.int32)
+    m = jnp.asarray(lrf_min, jnp.float32)
+
+    def main(t):
+        if kind == "constant":
+            return jnp.float32(1.0)
+        if kind == "cosine":               # counted from the end of the warm-up
+            return cos_factor(t - W, jnp.maximum(T - W - 1, 1).astype(jnp.float32), m)
+        # 1 up to and including step b = round(T / 2) (half to even, as Python's round); from b
+        # on cos_factor(t − b), which is 1 at t = b
+        b = jnp.round(T.astype(jnp.float32) * 0.5).astype(jnp.int32)
+        return jnp.where(t < b, 1.0,
+                         cos_factor(t - b, jnp.maximum(T - b - 1, 1).astype(jnp.float32), m))
 
     def factor(step):
         t = jnp.asarray(step, jnp.int32)
-        return jnp.asarray(main(t - t % update_every), jnp.float32)
+        t = t - t % update_every
+        warm = (t + 1).astype(jnp.float32) / jnp.maximum(W, 1).astype(jnp.float32)
+        return jnp.where(t < W, warm, main(t)).astype(jnp.float32)
 
     return factor
 
 
-def ema_decay_schedule(decay: float, warmup: int) -> optax.Schedule:
+def ema_decay_schedule(decay, warmup):
     """``step -> decay · (1 − exp(−step / warmup))``, as ``−expm1`` so that float32 keeps the
-    small early values accurate (the official trainer computes it in float64)."""
+    small early values accurate (the official trainer computes it in float64). ``decay`` and
+    ``warmup`` may be traced."""
     def schedule(step):
         t = jnp.asarray(step, jnp.float32)
-        return (decay * -jnp.expm1(-t / float(warmup))).astype(jnp.float32)
+        return (decay * -jnp.expm1(-t / jnp.asarray(warmup, jnp.float32))).astype(jnp.float32)
     return schedule

@@ -46,9 +46,11 @@ class TrainState:
         return cls(**d)
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-    """Gradient clipping at ``cfg.grad_clip`` (global norm) followed by Adam's scaling."""
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+def make_optimizer(cfg, grad_clip=None) -> optax.GradientTransformation:
+    """Gradient clipping at ``cfg.grad_clip`` (global norm; ``grad_clip``, possibly traced,
+    instead if given) followed by Adam's scaling."""
+    clip = cfg.grad_clip if grad_clip is None else grad_clip
+    return optax.chain(optax.clip_by_global_norm(clip),
                        optax.scale_by_adam(b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps))
 
 

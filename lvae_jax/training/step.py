@@ -1,5 +1,5 @@
-"""The training step, a pure function ``train_step(state, batch, key) -> (state, metrics)`` to be
-run under ``jax.jit`` with the state donated.
+"""The training step, a pure function ``train_step(state, batch, key, hyper) -> (state, metrics)``
+to be run under ``jax.jit`` with the state donated.
 
 One step of the official trainer (``BaseTrainingWrapper.training_loops`` / ``gradient_clip``):
 
@@ -20,19 +20,53 @@ One step of the official trainer (``BaseTrainingWrapper.training_loops`` / ``gra
 
 Everything stays on the device (no host synchronisation); the batch may be sharded over a
 ``data`` mesh axis — the loss and the gradients are means over the global batch.
+
+The run's numbers — learning rate, clipping norm, length (the schedules), EMA decay, spike guard —
+are an input of the step (:class:`StepHyper`, :func:`step_hyper`), not constants of its program:
+runs that differ only in them (a sweep over the learning rate, a longer resumed run, a fine-tune)
+compile it once and share it through JAX's persistent cache. The model, the precision, the loss
+weighting, the kind of LR schedule, the spike window and whether there is an EMA shape the program.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from lvae_jax.models.lambdas import sample_lmb
 from lvae_jax.training.precision import compute_params
 from lvae_jax.training.schedule import ema_decay_schedule, lr_factor_schedule
-from lvae_jax.training.state import TrainState
+from lvae_jax.training.state import TrainState, make_optimizer
+
+
+class StepHyper(NamedTuple):
+    """The numbers of a run that the training step takes as inputs (scalars: float32, the step
+    counts int32), from :func:`step_hyper`."""
+    lr: np.ndarray
+    grad_clip: np.ndarray
+    iterations: np.ndarray
+    lrf_min: np.ndarray
+    lr_warmup: np.ndarray
+    ema_decay: np.ndarray
+    ema_warmup: np.ndarray
+    spike_factor: np.ndarray
+    spike_lr_scale: np.ndarray
+
+
+def step_hyper(cfg) -> StepHyper:
+    """The :class:`StepHyper` of a training configuration (host values). The EMA warm-up is the
+    official ``ema_warmup or T // 20`` (at least 1)."""
+    f32, i32 = np.float32, np.int32
+    return StepHyper(lr=f32(cfg.lr), grad_clip=f32(cfg.grad_clip), iterations=i32(cfg.iterations),
+                     lrf_min=f32(cfg.lrf_min), lr_warmup=i32(cfg.lr_warmup),
+                     ema_decay=f32(cfg.ema_decay),
+                     ema_warmup=f32(cfg.ema_warmup or max(cfg.iterations // 20, 1)),
+                     spike_factor=f32(cfg.spike_factor), spike_lr_scale=f32(cfg.spike_lr_scale))
 
 
 def median_of_first(values: jax.Array, count: jax.Array) -> jax.Array:
@@ -60,20 +94,23 @@ def batch_loss(per_image: jax.Array, weighting: str = "official") -> jax.Array:
     return jnp.mean(per_image / sg(per_image)) * sg(jnp.mean(per_image))
 
 
-def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformation):
-    """Build ``train_step(state, batch, key) -> (state, metrics)``.
+def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformation | None = None):
+    """Build ``train_step(state, batch, key, hyper) -> (state, metrics)``.
 
     ``batch``: (N, H, W, 3) uint8 NHWC. ``key``: raw PRNG key data (uint32) of this step.
-    ``metrics``: float32 scalars — the model's stats (``loss``, ``kl`` nats/dim, ``bppix``,
-    ``mse``/``nll``, ``psnr``) and ``grad_norm``, ``lr``, ``spike`` (0/1), ``ema_decay``.
+    ``hyper``: the run's :class:`StepHyper` (``step_hyper(cfg)``). ``metrics``: float32 scalars —
+    the model's stats (``loss``, ``kl`` nats/dim, ``bppix``, ``mse``/``nll``, ``psnr``) and
+    ``grad_norm``, ``lr``, ``spike`` (0/1), ``ema_decay``. ``tx``: the optimiser, by default the
+    official one (:func:`~lvae_jax.training.state.make_optimizer`) clipping at
+    ``hyper.grad_clip``; one given here keeps its own constants.
     """
-    lr_factor = lr_factor_schedule(cfg.lr_schedule, cfg.iterations, cfg.lrf_min, cfg.lr_warmup,
-                                   cfg.lr_update_every)
-    ema_warmup = cfg.ema_warmup or max(cfg.iterations // 20, 1)  # official: `ema_warmup or T // 20`
-    ema_decay = ema_decay_schedule(cfg.ema_decay, ema_warmup)
     window = cfg.spike_window
 
-    def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
+    def train_step(state: TrainState, batch: jax.Array, key: jax.Array, hyper: StepHyper):
+        lr_factor = lr_factor_schedule(cfg.lr_schedule, hyper.iterations, hyper.lrf_min,
+                                       hyper.lr_warmup, cfg.lr_update_every)
+        ema_decay = ema_decay_schedule(hyper.ema_decay, hyper.ema_warmup)
+        opt = make_optimizer(cfg, grad_clip=hyper.grad_clip) if tx is None else tx
         im = batch.astype(jnp.float32) / 255.0     # float32 input: the model casts per layer
         k_lmb, k_fwd = jax.random.split(jax.random.wrap_key_data(key))
         lmb = sample_lmb(k_lmb, model_config, im.shape[0])
@@ -89,12 +126,12 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
         grad_norm = optax.tree.norm(grads)
         grad_norms = state.grad_norms.at[t % window].set(grad_norm)
         median = median_of_first(grad_norms, jnp.minimum(t + 1, window))
-        spike = grad_norm > cfg.spike_factor * median
+        spike = grad_norm > hyper.spike_factor * median
 
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
         lr_scale = jnp.where(t % cfg.lr_update_every == 0, 1.0, state.lr_scale)
-        lr_scale = jnp.where(spike, lr_scale * cfg.spike_lr_scale, lr_scale).astype(jnp.float32)
-        lr = (cfg.lr * lr_factor(t) * lr_scale).astype(jnp.float32)
+        lr_scale = jnp.where(spike, lr_scale * hyper.spike_lr_scale, lr_scale).astype(jnp.float32)
+        lr = (hyper.lr * lr_factor(t) * lr_scale).astype(jnp.float32)
         params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
 
         ema, decay = state.ema, ema_decay(t)

@@ -48,7 +48,7 @@ from lvae_jax.training.checkpoints import TrainCheckpointer, abstract_like
 from lvae_jax.training.evaluation import RDEvaluator
 from lvae_jax.training.metrics_log import IntervalMeans, MetricsLogger, ProgressBar
 from lvae_jax.training.state import init_train_state, make_optimizer
-from lvae_jax.training.step import make_train_step, step_key
+from lvae_jax.training.step import make_train_step, step_hyper, step_key
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
     del params
     checkpointer = TrainCheckpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     try:
-        setup = _Setup(cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef,
-                       tx)
+        setup = _Setup(cfg, is_main, run_dir, model_config, source, mesh, global_batch, graphdef)
         run = _Run(setup, state, checkpointer, resume)
         if is_main:
             log.info("%s: %.2fM parameters; %d device(s) in %d process(es), global batch %d; "
@@ -273,8 +272,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps: int | None = None) 
 @dataclass(frozen=True)
 class _Setup:
     """What a run is made of besides its state: the configuration, whether this process logs,
-    the run directory, the model, the data source, the device mesh and global batch, the model's
-    graph and the optimizer."""
+    the run directory, the model, the data source, the device mesh and global batch and the model's
+    graph."""
     cfg: TrainConfig
     is_main: bool
     run_dir: Path
@@ -283,7 +282,6 @@ class _Setup:
     mesh: object
     global_batch: int
     graphdef: object
-    tx: object
 
 
 class _Run:
@@ -295,7 +293,7 @@ class _Run:
     def __init__(self, setup: _Setup, state, checkpointer, resume: bool):
         cfg, is_main, run_dir = setup.cfg, setup.is_main, setup.run_dir
         model_config, source, mesh = setup.model_config, setup.source, setup.mesh
-        global_batch, graphdef, tx = setup.global_batch, setup.graphdef, setup.tx
+        global_batch, graphdef = setup.global_batch, setup.graphdef
         self.cfg, self.is_main, self.run_dir = cfg, is_main, run_dir
         self.model_config, self.source, self.mesh = model_config, source, mesh
         self.global_batch, self.graphdef, self.checkpointer = global_batch, graphdef, checkpointer
@@ -311,9 +309,10 @@ class _Run:
         self.state = state
         self.start = int(parallel.to_host(state.step))
         self.last_ckpt = checkpointer.latest_step()
-        self.train_step = jax.jit(make_train_step(graphdef, model_config, cfg, tx),
-                                  in_shardings=(rep, bsh, rep), out_shardings=(rep, rep),
+        self.train_step = jax.jit(make_train_step(graphdef, model_config, cfg),
+                                  in_shardings=(rep, bsh, rep, rep), out_shardings=(rep, rep),
                                   donate_argnums=0, compiler_options=cfg.compiler_options or None)
+        self.hyper = parallel.replicate(step_hyper(cfg), mesh)
         self.next_key = jax.jit(step_key, out_shardings=rep)
         self.evaluator = None
         if cfg.eval_dir and is_main:
@@ -414,7 +413,7 @@ class _Run:
                     break
                 batch = parallel.global_batch_array(next(self.loader), mesh, self.global_batch)
                 self.state, metrics = self.train_step(self.state, batch,
-                                                      self.next_key(self.state.rng, t))
+                                                      self.next_key(self.state.rng, t), self.hyper)
                 self.settle()  # the previous step's metrics: the device stays one step ahead
                 self.pending = (t, metrics)
                 done = t + 1
