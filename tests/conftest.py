@@ -117,4 +117,6 @@ def cli(cli_processes):
 def parity_models(tmp_path_factory):
     """The official models rebuilt from the parity manifests, converted once per session."""
     from parity_models import Store
-    return Store(tmp_path_factory.mktemp("parity"))
+    store = Store(tmp_path_factory.mktemp("parity"))
+    yield store
+    store.close()

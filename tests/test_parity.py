@@ -201,7 +201,7 @@ def test_conversion_round_trip(converted, tmp_path):
 
 @pytest.mark.parametrize("converted", MANIFESTS, ids=[m.model for m in MANIFESTS], indirect=True)
 def test_official_weights_by_name_through_a_hub_mirror(converted):
-    """``get_model(name, pretrained=True)`` in a fresh process, against a local stand-in of the
+    """``get_model(name, pretrained=True)`` in a process of its own, against a local stand-in of the
     Hugging Face hub (tests/hub_mirror.py) serving this model's rebuilt official checkpoint under
     its official path, with empty caches (done once per model by the session's store,
     tests/parity_models.py, whose model every parity test then checks): downloaded, converted into
