@@ -404,7 +404,7 @@ def test_finetune_from_model_directory(tmp_path, train_images, eval_images):
 # -- command line --------------------------------------------------------------------------------
 
 
-def test_cli_parsing_and_errors(tmp_path, capsys):
+def test_cli_parsing_and_errors(cli_processes, tmp_path, capsys):
     from train.__main__ import build_parser, config_from_args, main
     args = build_parser().parse_args([
         "--model", "qarv_base", "--config-override", "ch=16", "enc_nums=(1,1,1,1,1)",
@@ -421,9 +421,9 @@ def test_cli_parsing_and_errors(tmp_path, capsys):
     assert rc == 2 and "no images found" in capsys.readouterr().err
     rc = main(["--model", "qres34m", "--data-dir", str(empty), "--run-dir", str(tmp_path / "x")])
     assert rc == 2 and "fixed-rate model: give its λ (--lmb" in capsys.readouterr().err
-    proc = subprocess.run([sys.executable, "-m", "train", "--model", "qarv_base", "--data-dir",
-                           str(empty), "--run-dir", str(tmp_path / "x"), "--tpu"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    # a process of its own (--tpu starts jax.distributed), forked from the CLI server
+    proc = cli_processes.module("train", "--model", "qarv_base", "--data-dir", empty,
+                                "--run-dir", tmp_path / "x", "--tpu", text=True)
     # not a pod: say so, and what to do instead
     assert proc.returncode == 2 and "no cluster was detected" in proc.stderr, proc.stderr
     assert "leave --tpu out" in proc.stderr and "Traceback" not in proc.stderr
