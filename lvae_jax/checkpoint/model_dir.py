@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -192,6 +193,12 @@ def load_params(path) -> tuple:
     return config, params, info
 
 
+def _storage_reason(e: Exception) -> str:
+    """The reason a storage library gave, without TensorStore's JSON spec of the store (a
+    screenful of driver settings after the actual reason, `` [tensorstore_spec='…']``)."""
+    return re.sub(r"\s*\[tensorstore_spec=.*\]\s*$", "", str(e), flags=re.S)
+
+
 def _restore_orbax(where: Path) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
     if not where.is_dir():
@@ -200,7 +207,8 @@ def _restore_orbax(where: Path) -> dict[str, np.ndarray]:
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore(where)
     except Exception as e:  # orbax raises a variety of types for damaged directories
-        raise CheckpointError(f"could not read parameters from {where}: {e}") from e
+        raise CheckpointError(f"could not read parameters from {where} (damaged?): "
+                              f"{_storage_reason(e)}") from e
     if not isinstance(restored, dict):
         raise CheckpointError(f"{where}: not a flat dict of parameters")
     return {k: np.asarray(v, np.float32) for k, v in restored.items()}
