@@ -25,6 +25,7 @@ schedule and the update interval shape the program.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -52,14 +53,14 @@ def lr_factor_schedule(kind: str, iterations, lrf_min=0.01, warmup=0, update_eve
         # 1 up to and including step b = round(T / 2) (half to even, as Python's round); from b
         # on cos_factor(t − b), which is 1 at t = b
         b = jnp.round(T.astype(jnp.float32) * 0.5).astype(jnp.int32)
-        return jnp.where(t < b, 1.0,
-                         cos_factor(t - b, jnp.maximum(T - b - 1, 1).astype(jnp.float32), m))
+        return jax.lax.select(t < b, jnp.ones((), jnp.float32),
+                              cos_factor(t - b, jnp.maximum(T - b - 1, 1).astype(jnp.float32), m))
 
-    def factor(step):
+    def factor(step):                  # lax primitives: see the comment in training/step.py
         t = jnp.asarray(step, jnp.int32)
-        t = t - t % update_every
+        t = t - jax.lax.rem(t, jnp.int32(update_every))
         warm = (t + 1).astype(jnp.float32) / jnp.maximum(W, 1).astype(jnp.float32)
-        return jnp.where(t < W, warm, main(t)).astype(jnp.float32)
+        return jax.lax.select(t < W, warm, jnp.asarray(main(t), jnp.float32))
 
     return factor
 

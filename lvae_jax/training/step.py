@@ -75,8 +75,10 @@ def median_of_first(values: jax.Array, count: jax.Array) -> jax.Array:
     n = values.shape[0]
     live = jnp.arange(n) < count
     s = jnp.sort(jnp.where(live, values, jnp.inf))
-    lo = s[(count - 1) // 2]
-    hi = s[count // 2]
+    count = jnp.asarray(count, jnp.int32)
+    two = jnp.int32(2)              # count >= 1: truncating division is floor division here
+    lo = s[jax.lax.div(count - 1, two)]
+    hi = s[jax.lax.div(count, two)]
     return (lo + hi) / 2.0
 
 
@@ -122,21 +124,26 @@ def make_train_step(graphdef, model_config, cfg, tx: optax.GradientTransformatio
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
+        # Selections and integer division as lax primitives (t >= 0), not jnp.where / % / //:
+        # those lower to private functions that JAX shares or duplicates depending on what the
+        # process traced before, which changes the persistent cache key of the same program.
         t = state.step
         grad_norm = optax.tree.norm(grads)
-        grad_norms = state.grad_norms.at[t % window].set(grad_norm)
+        grad_norms = state.grad_norms.at[jax.lax.rem(t, jnp.int32(window))].set(grad_norm)
         median = median_of_first(grad_norms, jnp.minimum(t + 1, window))
         spike = grad_norm > hyper.spike_factor * median
 
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        lr_scale = jnp.where(t % cfg.lr_update_every == 0, 1.0, state.lr_scale)
-        lr_scale = jnp.where(spike, lr_scale * hyper.spike_lr_scale, lr_scale).astype(jnp.float32)
+        one = jnp.ones((), jnp.float32)
+        lr_scale = jax.lax.select(jax.lax.rem(t, jnp.int32(cfg.lr_update_every)) == 0, one,
+                                  state.lr_scale)
+        lr_scale = jax.lax.select(spike, lr_scale * hyper.spike_lr_scale, lr_scale)
         lr = (hyper.lr * lr_factor(t) * lr_scale).astype(jnp.float32)
         params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
 
         ema, decay = state.ema, ema_decay(t)
         if ema is not None:
-            ema = jax.tree.map(lambda e, p: jnp.where(spike, e, decay * e + (1.0 - decay) * p),
+            ema = jax.tree.map(lambda e, p: jax.lax.select(spike, e, decay * e + (1.0 - decay) * p),
                                ema, params)
 
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
