@@ -87,13 +87,15 @@ class ForkServer:
     def __init__(self, preload, log_dir: Path, cwd: Path):
         # the server inherits this process's environment: the session's XLA flags and cache
         self.log_dir, self.cwd, self._jobs = Path(log_dir), Path(cwd), 0
+        # unbuffered byte pipes: a reply line must not wait in a read-ahead buffer that
+        # select() cannot see
         self._proc = subprocess.Popen([sys.executable, "-c", _SERVER, json.dumps(list(preload))],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
                                       cwd=cwd)
 
     def _reply(self, timeout: float) -> dict:
         ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-        line = self._proc.stdout.readline() if ready else ""
+        line = self._proc.stdout.readline() if ready else b""      # raw: up to the newline
         if not line:
             raise TimeoutError(f"no reply from the fork server within {timeout} s")
         return json.loads(line)
@@ -102,8 +104,8 @@ class ForkServer:
             env: dict | None = None, timeout: float = 300, text: bool = False) -> Result:
         """Run ``code`` with ``argv``; ``stdin``: bytes, a file to read (e.g. ``/dev/zero``) or
         nothing (``/dev/null``); ``env``: variables set in the child (``None``: removed; those a
-        preloaded module reads when it is imported, such as ``JAX_*``, keep the server's values); ``text``:
-        standard output and error decoded (UTF-8), else bytes."""
+        preloaded module reads when it is imported, such as ``JAX_*``, keep the server's
+        values); ``text``: standard output and error decoded (UTF-8), else bytes."""
         self._jobs += 1
         base = self.log_dir / f"job{self._jobs}"
         out, err = base.with_suffix(".out"), base.with_suffix(".err")
@@ -113,8 +115,9 @@ class ForkServer:
         job = {"code": code, "argv": [str(a) for a in argv], "cwd": str(cwd or self.cwd),
                "stdin": str(stdin or os.devnull), "stdout": str(out), "stderr": str(err),
                "env": env or {}}
-        self._proc.stdin.write(json.dumps(job) + "\n")
-        self._proc.stdin.flush()
+        request = memoryview((json.dumps(job) + "\n").encode())
+        while request:                                  # a raw pipe may take it in parts
+            request = request[self._proc.stdin.write(request):]
         pid = self._reply(60)["pid"]
         try:
             done = self._reply(timeout)
@@ -136,8 +139,11 @@ class ForkServer:
         return self.module("lvae_jax", *args, **kw)
 
     def close(self):
-        self._proc.stdin.close()
-        self._proc.wait(60)
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(60)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
 
     def __enter__(self):
         return self
