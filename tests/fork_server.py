@@ -26,6 +26,7 @@ for name in json.loads(sys.argv[1]):
     importlib.import_module(name)
 reply = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)                       # anything else printed here stays off the reply channel
+sys.stdout.flush()                  # and nothing the imports printed is left for children to copy
 for line in sys.stdin:
     job = json.loads(line)
     pid = os.fork()

@@ -185,7 +185,7 @@ def test_a_kill_leaves_the_old_output_or_the_complete_new_one(tmp_path, server, 
     before = _snapshot(dst)
     proc = server.run(_CHILD, writer, point, dst, inputs)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout,
-                                                     proc.stderr[-3000:].decode())
+                                                proc.stderr[-3000:].decode())
     assert dst.exists(), f"{writer} killed at {point}: the destination is gone"
     if point == "after":
         _complete_new(writer, dst)

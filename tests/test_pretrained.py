@@ -2,8 +2,9 @@
 against a local stand-in for the Hugging Face hub (tests/hub_mirror.py) serving an official
 checkpoint rebuilt from the qres17m parity manifest under its official path.
 
-Each scenario runs in a process of its own (forked from a server that has not imported the hub
-client): ``huggingface_hub`` reads ``HF_ENDPOINT`` when imported.
+Each scenario runs in processes of their own — forked from a server that has not imported the hub
+client, or fresh interpreters where two must run at once: ``huggingface_hub`` reads
+``HF_ENDPOINT`` when imported.
 """
 
 from __future__ import annotations
